@@ -1,0 +1,38 @@
+# Two entry points: `make demo` (the main job) and `make test` (the test suite).
+# Both create .venv when missing and install torch (CPU build) before the package.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: venv demo test test-all lint docs bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[all]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(VENV)/bin/bayes-nest demo --out demo-report
+
+test: venv
+	$(PY) -m pytest -m "not slow" -q
+
+test-all: venv
+	$(PY) -m pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+docs: venv
+	$(VENV)/bin/mkdocs build --strict
+
+bench: venv
+	for script in benchmarks/*.py; do $(PY) $$script --quick || exit 1; done
+
+clean:
+	rm -rf $(VENV) site demo-report .pytest_cache

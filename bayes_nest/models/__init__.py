@@ -1,0 +1,5 @@
+"""Reference architectures built from nested layers."""
+
+from .mlp import MLP
+
+__all__ = ["MLP"]
