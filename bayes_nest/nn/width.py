@@ -123,6 +123,14 @@ class _NestedWidth(NestedModule):
             raise ValueError(f"norm must be None or 'batch', got {norm!r}")
         self.activation = make_activation(activation)
         self.norm_kind = norm
+        # Optional module mapping the full weight to its quantized value (a bits axis owner).
+        # It sees the full weight so that a sliced layer uses a slice of the same quantized weight.
+        self.weight_quantizer: nn.Module | None = None
+
+    def full_weight(self) -> torch.Tensor:
+        """The layer's weight after the optional weight quantizer, shape ``(out, in, ...)``."""
+        weight = self.affine.weight
+        return weight if self.weight_quantizer is None else self.weight_quantizer(weight)
 
     def kept_units(self) -> int:
         """Output units computed under the current mask."""
@@ -185,14 +193,14 @@ class NestedLinear(_NestedWidth):
         super().__init__(out_features, groups, always_on, axis_name, norm, activation)
         self.in_features = in_features
         self.out_features = out_features
-        self.linear = SlicedLinear(in_features, out_features, bias=bias)
+        self.affine = SlicedLinear(in_features, out_features, bias=bias)
         self.norm = nn.BatchNorm1d(out_features) if norm == "batch" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         in_width = _input_width(x, -1, self.in_features, "NestedLinear")
         units = self.kept_units()
-        weight = self.linear.weight_for(in_width)[:units]
-        bias = None if self.linear.bias is None else self.linear.bias[:units]
+        weight = self.full_weight()[:units, :in_width]
+        bias = None if self.affine.bias is None else self.affine.bias[:units]
         return self._finish(F.linear(x, weight, bias))
 
 
@@ -236,7 +244,7 @@ class NestedConv2d(_NestedWidth):
         super().__init__(out_channels, groups, always_on, axis_name, norm, activation)
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.conv = SlicedConv2d(
+        self.affine = SlicedConv2d(
             in_channels,
             out_channels,
             kernel_size,
@@ -250,6 +258,6 @@ class NestedConv2d(_NestedWidth):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         in_width = _input_width(x, -3, self.in_channels, "NestedConv2d")
         units = self.kept_units()
-        weight = self.conv.weight[:units, :in_width]
-        bias = None if self.conv.bias is None else self.conv.bias[:units]
-        return self._finish(self.conv._conv_forward(x, weight, bias))
+        weight = self.full_weight()[:units, :in_width]
+        bias = None if self.affine.bias is None else self.affine.bias[:units]
+        return self._finish(self.affine._conv_forward(x, weight, bias))
