@@ -70,31 +70,45 @@ def _batch_norm(norm: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, width: i
 
 
 class SlicedLinear(nn.Linear):
-    """A linear layer that accepts inputs narrower than ``in_features``.
+    """A linear layer that accepts inputs narrower than ``in_features`` and can drop outputs.
 
-    ``y = x W[:, :d]^T + b`` where ``d = x.shape[-1] <= in_features``: the dropped inputs of a
-    sliced previous layer contribute nothing, exactly as if they were zero.
+    ``y = x W'[:o, :d]^T + b[:o]`` where ``d = x.shape[-1] <= in_features``, ``o = out_units``
+    (default all) and ``W' = weight_transform(W)`` (default ``W``). The dropped inputs of a
+    sliced previous layer contribute nothing, exactly as if they were zero. Layers with other
+    weight posteriors (e.g. Bayesian ones) implement the same ``forward`` signature.
     """
 
-    def weight_for(self, in_width: int) -> torch.Tensor:
-        return self.weight[:, :in_width]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        out_units: int | None = None,
+        weight_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         width = _input_width(x, -1, self.in_features, type(self).__name__)
-        return F.linear(x, self.weight_for(width), self.bias)
+        weight = self.weight if weight_transform is None else weight_transform(self.weight)
+        bias = self.bias if self.bias is None or out_units is None else self.bias[:out_units]
+        return F.linear(x, weight[:out_units, :width], bias)
 
 
 class SlicedConv2d(nn.Conv2d):
-    """A 2-D convolution that accepts inputs with fewer than ``in_channels`` channels."""
+    """A 2-D convolution that accepts inputs with fewer than ``in_channels`` channels and can drop
+    output channels; same slicing rules as :class:`SlicedLinear`."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if self.groups != 1:
             raise ValueError("SlicedConv2d supports groups=1 only")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        out_units: int | None = None,
+        weight_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         width = _input_width(x, -3, self.in_channels, type(self).__name__)
-        return self._conv_forward(x, self.weight[:, :width], self.bias)
+        weight = self.weight if weight_transform is None else weight_transform(self.weight)
+        bias = self.bias if self.bias is None or out_units is None else self.bias[:out_units]
+        return self._conv_forward(x, weight[:out_units, :width], bias)
 
 
 class _NestedWidth(NestedModule):
@@ -131,6 +145,10 @@ class _NestedWidth(NestedModule):
         """The layer's weight after the optional weight quantizer, shape ``(out, in, ...)``."""
         weight = self.affine.weight
         return weight if self.weight_quantizer is None else self.weight_quantizer(weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.affine(x, out_units=self.kept_units(), weight_transform=self.weight_quantizer)
+        return self._finish(pre)
 
     def kept_units(self) -> int:
         """Output units computed under the current mask."""
@@ -196,13 +214,6 @@ class NestedLinear(_NestedWidth):
         self.affine = SlicedLinear(in_features, out_features, bias=bias)
         self.norm = nn.BatchNorm1d(out_features) if norm == "batch" else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        in_width = _input_width(x, -1, self.in_features, "NestedLinear")
-        units = self.kept_units()
-        weight = self.full_weight()[:units, :in_width]
-        bias = None if self.affine.bias is None else self.affine.bias[:units]
-        return self._finish(F.linear(x, weight, bias))
-
 
 class NestedConv2d(_NestedWidth):
     """2-D convolution with ordered output channel groups (a width axis).
@@ -254,10 +265,3 @@ class NestedConv2d(_NestedWidth):
             bias=bias,
         )
         self.norm = nn.BatchNorm2d(out_channels) if norm == "batch" else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        in_width = _input_width(x, -3, self.in_channels, "NestedConv2d")
-        units = self.kept_units()
-        weight = self.full_weight()[:units, :in_width]
-        bias = None if self.affine.bias is None else self.affine.bias[:units]
-        return self._finish(self.affine._conv_forward(x, weight, bias))
