@@ -12,22 +12,32 @@ from .axis import (
     masked,
     set_masks,
 )
+from .bits import MAX_BITS, NestedQuantizer, attach_weight_quantizers, bit_planes, truncate
+from .depth import NestedStage
+from .paths import NestedPaths
 from .width import NestedConv2d, NestedLinear, SlicedConv2d, SlicedLinear, make_activation
 
 __all__ = [
     "AXIS_KINDS",
     "Axis",
+    "MAX_BITS",
     "Mask",
     "NestedConv2d",
     "NestedLinear",
     "NestedModule",
+    "NestedPaths",
+    "NestedQuantizer",
+    "NestedStage",
     "SlicedConv2d",
     "SlicedLinear",
+    "attach_weight_quantizers",
     "axes",
     "axis_owners",
+    "bit_planes",
     "full_block_mask",
     "get_masks",
     "make_activation",
     "masked",
     "set_masks",
+    "truncate",
 ]

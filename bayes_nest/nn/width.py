@@ -106,6 +106,11 @@ class SlicedConv2d(nn.Conv2d):
         weight_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         width = _input_width(x, -3, self.in_channels, type(self).__name__)
+        if width == 0:
+            # torch's convolution drops the output channels of an empty input; a zero channel
+            # contributes nothing, exactly as the missing inputs.
+            x = x.new_zeros(x.shape[:-3] + (1,) + x.shape[-2:])
+            width = 1
         weight = self.weight if weight_transform is None else weight_transform(self.weight)
         bias = self.bias if self.bias is None or out_units is None else self.bias[:out_units]
         return self._conv_forward(x, weight[:out_units, :width], bias)
@@ -147,7 +152,12 @@ class _NestedWidth(NestedModule):
         return weight if self.weight_quantizer is None else self.weight_quantizer(weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.affine(x, out_units=self.kept_units(), weight_transform=self.weight_quantizer)
+        units = self.kept_units()
+        if units == 0:
+            # Nothing kept (possible with always_on=0): an empty output of the right shape.
+            # Convolution and batch-norm reject zero channels, so compute one unit and drop it.
+            return self.affine(x, out_units=1).narrow(self.channel_dim, 0, 0)
+        pre = self.affine(x, out_units=units, weight_transform=self.weight_quantizer)
         return self._finish(pre)
 
     def kept_units(self) -> int:
