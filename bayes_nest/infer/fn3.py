@@ -1,0 +1,471 @@
+r"""FN3 training: point-estimate weights trained on the ordered-dropout objective.
+
+One step draws a keep count per axis from the fixed prior of :class:`OrderedDropout`, sets it on
+the network (which then computes only the kept blocks) and takes an optimizer step on
+
+.. math:: L(W) = \mathbb E_{c \sim q}\big[\ell(f_{W, c}(x), y)\big],
+
+estimated with one draw per mini-batch (plus the full and/or smallest sub-network under the
+sandwich rule, averaged). Training is seeded, can write atomic checkpoints holding everything
+that determines the rest of the run (weights, optimizer, scheduler, sampler, random and
+data-order state) and resume from them exactly, and stops with :class:`NonFiniteLossError` at the
+first non-finite loss, before the bad step changes the weights or the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..data import as_loader
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .evaluate import evaluate
+from .ordered_dropout import OrderedDropout
+
+__all__ = ["FN3Trainer", "History", "NonFiniteLossError", "fit_fn3"]
+
+CHECKPOINT_KIND = "fn3"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; training stopped before that step's update.
+
+    Attributes
+    ----------
+    step : int
+        Global optimizer step (0-based) at which the loss was non-finite.
+    epoch : int
+        Epoch (0-based) of that step.
+    loss : float
+    config : dict[str, int]
+        Keep counts of the sub-network that produced it.
+    """
+
+    def __init__(self, step: int, epoch: int, loss: float, config: Mapping[str, int], note: str):
+        self.step, self.epoch, self.loss, self.config = step, epoch, loss, dict(config)
+        super().__init__(
+            f"non-finite training loss {loss} at step {step} (epoch {epoch}) for sub-network "
+            f"{self.config}; the weights are those before this step. {note}"
+        )
+
+
+@dataclass
+class History:
+    """Per-epoch training record.
+
+    Attributes
+    ----------
+    epoch : list[int]
+        Number of completed epochs after each entry (1, 2, ...).
+    loss, accuracy : list[float]
+        Mean training loss and accuracy of the sampled sub-networks over the epoch.
+    val_loss, val_accuracy : list[float]
+        NLL and accuracy of the full network on the validation data (NaN without ``val``).
+    lr : list[float]
+        Learning rate of the first parameter group at the end of the epoch.
+    seconds : list[float]
+        Wall time of the epoch's training steps (validation excluded).
+    """
+
+    epoch: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, list]:
+        """Plain ``dict`` of lists (checkpoint- and JSON-friendly)."""
+        return {f.name: list(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Iterable]) -> History:
+        return cls(**{f.name: list(data.get(f.name, [])) for f in fields(cls)})
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+
+def _make_optimizer(optimizer: Any, module: nn.Module) -> torch.optim.Optimizer:
+    if optimizer is None:
+        return torch.optim.Adam(module.parameters(), lr=1e-3)
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return optimizer
+    if callable(optimizer):
+        made = optimizer(module.parameters())
+        if not isinstance(made, torch.optim.Optimizer):
+            raise TypeError(f"optimizer factory returned {type(made).__name__}, not an Optimizer")
+        return made
+    raise TypeError(
+        "optimizer must be None, a torch.optim.Optimizer or a callable params -> Optimizer, "
+        f"got {type(optimizer).__name__}"
+    )
+
+
+def _make_scheduler(scheduler: Any, optimizer: torch.optim.Optimizer) -> Any:
+    if scheduler is None:
+        return None
+    if hasattr(scheduler, "step") and hasattr(scheduler, "state_dict"):
+        if getattr(scheduler, "optimizer", optimizer) is not optimizer:
+            raise ValueError("scheduler is attached to a different optimizer than the trainer's")
+        return scheduler
+    if callable(scheduler):
+        made = scheduler(optimizer)
+        if not hasattr(made, "step"):
+            raise TypeError(f"scheduler factory returned {type(made).__name__}, not a scheduler")
+        return made
+    raise TypeError(
+        "scheduler must be None, an LR scheduler or a callable optimizer -> scheduler, "
+        f"got {type(scheduler).__name__}"
+    )
+
+
+def _generators(loader: DataLoader) -> list[torch.Generator]:
+    """The torch generators that decide a loader's order (deduplicated)."""
+    found: dict[int, torch.Generator] = {}
+    candidates = [loader, loader.sampler, getattr(loader, "batch_sampler", None)]
+    candidates += [getattr(c, "sampler", None) for c in candidates[1:]]
+    for obj in candidates:
+        g = getattr(obj, "generator", None)
+        if isinstance(g, torch.Generator):
+            found.setdefault(id(g), g)
+    return list(found.values())
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    for p in module.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+class FN3Trainer:
+    """Train a nested network with ordered dropout (FN3).
+
+    Parameters
+    ----------
+    module : nn.Module
+        Nested network returning logits (or whatever ``loss_fn`` takes).
+    optimizer : Optimizer or callable, optional
+        An optimizer over ``module``'s parameters, or a factory ``params -> Optimizer`` (e.g.
+        ``functools.partial(torch.optim.SGD, lr=0.1)``). Default: Adam with learning rate 1e-3.
+    scheduler : LR scheduler or callable, optional
+        A scheduler of that optimizer or a factory ``optimizer -> scheduler``, stepped every
+        epoch (``scheduler_interval="epoch"``, ``ReduceLROnPlateau`` gets the validation loss,
+        else the training loss) or every optimizer step (``"step"``).
+    keep_prob, distribution, sandwich
+        Ordered-dropout prior, see :class:`~bayes_nest.infer.OrderedDropout`.
+    loss_fn : callable, optional
+        ``loss_fn(output, target) -> scalar``; default :func:`torch.nn.functional.cross_entropy`.
+    batch_size : int
+        Batch size when data come as ``(x, y)`` pairs (loaders are used as they are).
+    device : torch.device or str, optional
+        Device to train on (the module is moved there); default: where the module is.
+    seed : int, optional
+        Seeds torch's global generator when training starts, the sampler and the shuffling of
+        ``(x, y)`` training data: the same seed and initial weights give identical weights.
+    progress : bool
+        Show a tqdm progress bar with the running loss and accuracy.
+    grad_clip : float, optional
+        Clip the global gradient norm to this value.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        optimizer: Any = None,
+        scheduler: Any = None,
+        scheduler_interval: str = "epoch",
+        keep_prob: float | Mapping[str, float] = 0.9,
+        distribution: str | Mapping[str, str] = "geometric",
+        sandwich: str | None = None,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        batch_size: int = 128,
+        device: torch.device | str | None = None,
+        seed: int | None = None,
+        progress: bool = True,
+        grad_clip: float | None = None,
+    ) -> None:
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(
+                f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
+            )
+        if grad_clip is not None and not (isinstance(grad_clip, int | float) and grad_clip > 0):
+            raise ValueError(f"grad_clip must be a positive number or None, got {grad_clip!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.device = torch.device(device) if device is not None else _module_device(module)
+        self.module = module.to(self.device)
+        if seed is not None:
+            torch.manual_seed(seed)
+        self.seed = seed
+        self.sampler = OrderedDropout(module, keep_prob, distribution, sandwich=sandwich, seed=seed)
+        self.optimizer = _make_optimizer(optimizer, module)
+        self.scheduler = _make_scheduler(scheduler, self.optimizer)
+        self.scheduler_interval = scheduler_interval
+        self.loss_fn = F.cross_entropy if loss_fn is None else loss_fn
+        self.batch_size = batch_size
+        self.progress = progress
+        self.grad_clip = None if grad_clip is None else float(grad_clip)
+        self.history = History()
+        self.epoch = 0
+        self.step = 0
+        self._loader_seed = (
+            seed if seed is not None else int(torch.randint(0, 2**62, (), dtype=torch.int64))
+        )
+
+    # ------------------------------------------------------------------ one step
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+        """One optimizer step on a batch; returns (loss, number of correct predictions) of the
+        sampled sub-network. Raises :class:`NonFiniteLossError` before updating on a bad loss."""
+        configs = self.sampler.step_configs()
+        self.optimizer.zero_grad(set_to_none=True)
+        scale = 1.0 / len(configs)
+        sampled = 0 if self.sampler.sandwich not in ("full", "both") else 1
+        loss_value, correct = math.nan, 0
+        for i, counts in enumerate(configs):
+            self.sampler.apply(counts)
+            out = self.module(x)
+            loss = self.loss_fn(out, y)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise NonFiniteLossError(self.step, self.epoch, value, counts, "")
+            (loss * scale if scale != 1.0 else loss).backward()
+            if i == sampled:
+                loss_value = value
+                if out.dim() == 2 and y.dim() == 1 and not y.is_floating_point():
+                    correct = int((out.detach().argmax(-1) == y).sum())
+        if self.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
+        self.optimizer.step()
+        if self.scheduler is not None and self.scheduler_interval == "step":
+            self.scheduler.step()
+        self.step += 1
+        return loss_value, correct
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self, loader: DataLoader | None = None) -> dict[str, Any]:
+        """Everything that determines the rest of a run, for :func:`save_checkpoint`."""
+        return {
+            "model": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "rng": rng_state(),
+            "loader_generators": [g.get_state() for g in _generators(loader)] if loader else [],
+            "epoch": self.epoch,
+            "step": self.step,
+            "history": self.history.as_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any], loader: DataLoader | None = None) -> None:
+        """Restore a state from :meth:`state_dict` (e.g. read by :func:`load_checkpoint`)."""
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if (state["scheduler"] is None) != (self.scheduler is None):
+            raise ValueError("checkpoint and trainer disagree on whether a scheduler is used")
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.sampler.load_state_dict(state["sampler"])
+        set_rng_state(state["rng"])
+        if loader is not None:
+            gens, saved = _generators(loader), state["loader_generators"]
+            if len(gens) != len(saved):
+                raise ValueError(
+                    f"the training loader has {len(gens)} generators but the checkpoint "
+                    f"holds {len(saved)}: resume with the same kind of training data"
+                )
+            for g, s in zip(gens, saved, strict=True):
+                g.set_state(torch.as_tensor(s, dtype=torch.uint8))
+        self.epoch = int(state["epoch"])
+        self.step = int(state["step"])
+        self.history = History.from_dict(state["history"])
+
+    # ------------------------------------------------------------------ loop
+
+    def _loader(self, train: Any) -> DataLoader:
+        return as_loader(train, self.batch_size, shuffle=True, seed=self._loader_seed)
+
+    def fit(
+        self,
+        train: Any,
+        *,
+        epochs: int,
+        val: Any = None,
+        checkpoint_path: str | os.PathLike | None = None,
+        checkpoint_every: int = 1,
+        resume: bool = False,
+    ) -> History:
+        """Train until ``epochs`` epochs are complete and return the :class:`History`.
+
+        Parameters
+        ----------
+        train : DataLoader or (x, y) pair
+            Training data; pairs are shuffled with the trainer's seed every epoch.
+        epochs : int
+            Total number of epochs (a resumed run continues up to this number).
+        val : DataLoader or (x, y) pair, optional
+            Validation data; the full network is scored after every epoch.
+        checkpoint_path : path, optional
+            Where to write a checkpoint every ``checkpoint_every`` epochs and after the last.
+        resume : bool
+            Continue from ``checkpoint_path`` if it exists (identical weights to an uninterrupted
+            run with the same settings); start afresh if it does not.
+        """
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
+        if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int):
+            raise ValueError(f"checkpoint_every must be a positive int, got {checkpoint_every!r}")
+        if checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be a positive int, got {checkpoint_every!r}")
+        if resume and checkpoint_path is None:
+            raise ValueError("resume=True needs a checkpoint_path")
+        loader = self._loader(train)
+        if resume and Path(checkpoint_path).exists():
+            self.load_state_dict(load_checkpoint(checkpoint_path, kind=CHECKPOINT_KIND), loader)
+        elif resume:
+            warnings.warn(
+                f"no checkpoint at {str(checkpoint_path)!r}; training from the start", stacklevel=2
+            )
+        try:
+            total = len(loader)
+        except TypeError:
+            total = None
+        bar = tqdm(
+            total=None if total is None else epochs * total,
+            initial=0 if total is None else min(self.epoch, epochs) * total,
+            disable=not self.progress,
+            desc="FN3",
+            unit="step",
+        )
+        self.module.train()
+        try:
+            while self.epoch < epochs:
+                self._run_epoch(loader, val, bar)
+                last = self.epoch == epochs
+                if checkpoint_path is not None and (last or self.epoch % checkpoint_every == 0):
+                    save_checkpoint(checkpoint_path, self.state_dict(loader), kind=CHECKPOINT_KIND)
+        except NonFiniteLossError as e:
+            note = (
+                f"Last good checkpoint: {str(checkpoint_path)!r}."
+                if checkpoint_path is not None and Path(checkpoint_path).exists()
+                else "No checkpoint was written."
+            )
+            raise NonFiniteLossError(e.step, e.epoch, e.loss, e.config, note) from None
+        finally:
+            self.sampler.clear()
+            bar.close()
+        return self.history
+
+    def _run_epoch(self, loader: DataLoader, val: Any, bar: tqdm) -> None:
+        loss_sum, correct, seen, batches = 0.0, 0, 0, 0
+        start = time.perf_counter()
+        for batch in loader:
+            x, y = batch[0].to(self.device), batch[1].to(self.device)
+            loss, n_correct = self.train_step(x, y)
+            loss_sum += loss
+            correct += n_correct
+            seen += len(y)
+            batches += 1
+            bar.update(1)
+        seconds = time.perf_counter() - start
+        self.sampler.clear()
+        self.epoch += 1
+        train_loss = loss_sum / max(batches, 1)
+        scores = evaluate(self.module, val, {}) if val is not None else None
+        self.module.train()
+        if self.scheduler is not None and self.scheduler_interval == "epoch":
+            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                self.scheduler.step(scores["nll"] if scores else train_loss)
+            else:
+                self.scheduler.step()
+        h = self.history
+        h.epoch.append(self.epoch)
+        h.loss.append(train_loss)
+        h.accuracy.append(correct / max(seen, 1))
+        h.val_loss.append(scores["nll"] if scores else math.nan)
+        h.val_accuracy.append(scores["accuracy"] if scores else math.nan)
+        h.lr.append(float(self.optimizer.param_groups[0]["lr"]))
+        h.seconds.append(seconds)
+        postfix = {"loss": f"{train_loss:.3f}", "acc": f"{h.accuracy[-1]:.3f}"}
+        if scores:
+            postfix["val_acc"] = f"{scores['accuracy']:.3f}"
+        bar.set_postfix(postfix, refresh=False)
+
+
+def fit_fn3(
+    module: nn.Module,
+    train: Any,
+    *,
+    epochs: int,
+    optimizer: Any = None,
+    scheduler: Any = None,
+    scheduler_interval: str = "epoch",
+    keep_prob: float | Mapping[str, float] = 0.9,
+    distribution: str | Mapping[str, str] = "geometric",
+    sandwich: str | None = None,
+    val: Any = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    batch_size: int = 128,
+    device: torch.device | str | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+    checkpoint_path: str | os.PathLike | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
+    grad_clip: float | None = None,
+) -> History:
+    """Train ``module`` with ordered dropout for ``epochs`` epochs; see :class:`FN3Trainer`
+    (constructor arguments) and :meth:`FN3Trainer.fit` (``train``, ``epochs``, ``val`` and the
+    checkpoint arguments).
+
+    Examples
+    --------
+    >>> from bayes_nest.data import load_dataset
+    >>> from bayes_nest.models import MLP
+    >>> data = load_dataset("digits")
+    >>> net = MLP(64, [128, 128], 10, groups=16)
+    >>> history = fit_fn3(net, data.train, epochs=30, val=data.val, seed=0)
+    """
+    trainer = FN3Trainer(
+        module,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scheduler_interval=scheduler_interval,
+        keep_prob=keep_prob,
+        distribution=distribution,
+        sandwich=sandwich,
+        loss_fn=loss_fn,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        progress=progress,
+        grad_clip=grad_clip,
+    )
+    return trainer.fit(
+        train,
+        epochs=epochs,
+        val=val,
+        checkpoint_path=checkpoint_path,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+    )
