@@ -314,8 +314,9 @@ def from_arrays(
         Mismatched shapes, NaN/inf inputs, non-integer, negative or unknown labels, a class
         with no training example, or fractions leaving no training data.
     """
-    if not isinstance(seed, int):
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an int, got {seed!r}")
+    seed = int(seed)
     if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
     arrays = {"": (x, y)}
@@ -378,6 +379,8 @@ def _read_csv(path: Path, label_column: int | str, header: bool | None, delimite
     names = [c.strip() for c in rows[0]] if header else None
     body = rows[1:] if header else rows
     width = len(rows[0])
+    if width < 2:
+        raise ValueError(f"{path} needs at least one feature column and a label column")
     if isinstance(label_column, str):
         if names is None or label_column not in names:
             raise ValueError(f"label_column {label_column!r} is not a column of {path}: {names}")
@@ -599,7 +602,7 @@ def held_out_classes(bundle: DataBundle, classes: Sequence[int]) -> HeldOut:
     ``ood`` holds the held-out examples of each split, standardized the same way, with their
     original labels and ``num_classes`` of the original bundle.
     """
-    held = sorted({int(c) for c in classes})
+    held = sorted({int(c) for c in ([classes] if isinstance(classes, int) else classes)})
     if not held or any(not 0 <= c < bundle.num_classes for c in held):
         raise ValueError(f"classes must be labels in [0, {bundle.num_classes}), got {classes!r}")
     kept = [c for c in range(bundle.num_classes) if c not in held]

@@ -65,7 +65,7 @@ def test_digits_stratified(digits, sk_digits):
 
 
 def test_split_determinism():
-    a, b = load_dataset("digits", seed=3), load_dataset("digits", seed=3)
+    a, b = load_dataset("digits", seed=3), load_dataset("digits", seed=np.int64(3))
     c = load_dataset("digits", seed=4)
     for key in ("train", "val", "test"):
         assert torch.equal(a.splits[key].x, b.splits[key].x)
@@ -249,6 +249,7 @@ def test_load_csv(tmp_path):
         ("a,b\n", "no data rows"),
         ("\n\n", "no data rows"),
         ("nan,0\n1,1\n2,0\n3,1\n", "x contains 1 NaN"),
+        ("1\n0\n", "at least one feature column"),
     ],
 )
 def test_load_csv_bad_input(tmp_path, text, match):
@@ -322,6 +323,8 @@ def test_held_out_classes(digits):
         )
     np.testing.assert_allclose(ind.train.x.mean(0).numpy(), 0.0, atol=1e-5)
     assert set(ood.test.y.tolist()) == {3, 7} and ood.num_classes == 10
+    single = held_out_classes(digits, 9)
+    assert single.in_distribution.num_classes == 9 and set(single.ood.val.y.tolist()) == {9}
     with pytest.raises(ValueError, match="classes must be labels"):
         held_out_classes(digits, [10])
     with pytest.raises(ValueError, match="at least 2 must remain"):
