@@ -1,0 +1,213 @@
+"""The Downhill distribution: a relaxed ordered (nested-dropout) mask."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from pyro.distributions import TorchDistribution, constraints
+from torch.distributions.utils import lazy_property
+
+from bayes_nest.distributions.constraints import downhill, open_unit_interval, positive_finite
+from bayes_nest.distributions.keep_count import KeepCount
+
+__all__ = ["Downhill"]
+
+_ShapeLike = torch.Size | Sequence[int]
+
+# Accumulation floor for simplex entries of a float64 sample: far above the rounding error of
+# summing a few thousand float64 numbers, far below anything a user can observe.
+_FLOAT64_FLOOR = 2.0**-40
+
+
+def _simplex_floor(dtype: torch.dtype) -> float:
+    return max(torch.finfo(dtype).eps, _FLOAT64_FLOOR)
+
+
+class Downhill(TorchDistribution):
+    r"""Relaxed ordered mask: a strictly decreasing vector in :math:`(0, 1)^D`.
+
+    With keep-count probabilities :math:`q = q(\beta)` over :math:`\{0, \dots, D\}` (see
+    :class:`~bayes_nest.distributions.KeepCount`), a draw is
+
+    .. math::
+
+        y \sim \mathrm{Concrete}(\log q, \tau) \ \text{on the } (D+1)\text{-simplex}, \qquad
+        m_i = 1 - \sum_{k < i} y_k = \sum_{k \ge i} y_k, \quad i = 1, \dots, D.
+
+    The Concrete (Gumbel-softmax) draw is :math:`y = \mathrm{softmax}((\log q + g)/\tau)` with
+    i.i.d. standard Gumbel :math:`g`; its logits are :math:`\log q`, **not** :math:`q` (the
+    reference implementation of the BNNN paper passes :math:`q` where logits belong, which draws
+    the count from :math:`\mathrm{softmax}(q)`, nearly uniform). Hence
+    :math:`\arg\max_k y_k \sim \mathrm{Cat}(q)` exactly at every temperature, and as
+    :math:`\tau \to 0` the sample tends to the hard mask :math:`1[i \le b]`, :math:`b \sim q`.
+
+    The inverse map :math:`y_0 = 1 - m_1`, :math:`y_k = m_k - m_{k+1}`, :math:`y_D = m_D` is affine
+    with unit Jacobian, so the density is the Concrete density of the differences
+    (:math:`n = D + 1`):
+
+    .. math::
+
+        \log p(m) = \log (n-1)! + (n-1)\log\tau
+        + \sum_{k=0}^{D} \big(\log q_k - (\tau + 1)\log y_k\big)
+        - n \log \sum_{k=0}^{D} q_k\, y_k^{-\tau}.
+
+    Parameters
+    ----------
+    keep_probs : Tensor, shape ``batch + (D,)``, optional
+        Conditional keep probabilities :math:`\beta \in (0,1)^D`.
+    keep_logits : Tensor, shape ``batch + (D,)``, optional
+        Their logits. Give exactly one of ``keep_probs`` and ``keep_logits``.
+    temperature : float or Tensor
+        Concrete temperature :math:`\tau > 0`; a scalar or a tensor broadcastable to the batch
+        shape. Sampling and densities stay finite for :math:`\tau \in [0.05, 10]`.
+    validate_args : bool, optional
+        Check arguments and :meth:`log_prob` values (Pyro's default; turn off in hot loops with
+        ``pyro.validation_enabled(False)``).
+
+    Notes
+    -----
+    Event shape ``(D,)``; batch shape from the leading dims of the keep parameter (broadcast
+    with ``temperature``). ``log q`` is computed once per instance. In floating point the simplex
+    sample is floored at ``eps`` of the dtype (``2**-40`` for float64) and renormalised, and the
+    tail sums are accumulated in float64, so every sample lies strictly inside the support
+    :data:`~bayes_nest.distributions.constraints.downhill`. The mean has no closed form (the
+    straight-through variant's mean is :math:`\prod_{j \le i}\beta_j`).
+    :meth:`log_prob` of a tensor that carries a relaxed sample (the output of
+    :class:`~bayes_nest.distributions.DownhillStraightThrough`) scores that relaxed sample.
+    """
+
+    arg_constraints = {
+        "keep_probs": constraints.independent(open_unit_interval, 1),
+        "keep_logits": constraints.real_vector,
+        "temperature": positive_finite,
+    }
+    support = downhill
+    has_rsample = True
+
+    def __init__(
+        self,
+        keep_probs: torch.Tensor | None = None,
+        keep_logits: torch.Tensor | None = None,
+        *,
+        temperature: float | torch.Tensor,
+        validate_args: bool | None = None,
+    ) -> None:
+        index = KeepCount(keep_probs, keep_logits, validate_args=False)
+        param = index._param
+        temperature = torch.as_tensor(temperature, dtype=param.dtype, device=param.device)
+        batch_shape = index.batch_shape
+        if temperature.ndim > 0 and temperature.shape != batch_shape:
+            try:
+                batch_shape = torch.broadcast_shapes(batch_shape, temperature.shape)
+            except RuntimeError as error:
+                raise ValueError(
+                    f"temperature of shape {tuple(temperature.shape)} does not broadcast with "
+                    f"the batch shape {tuple(batch_shape)} of the keep parameter"
+                ) from error
+            index = index.expand(batch_shape)
+            temperature = temperature.expand(batch_shape)
+        self._set_state(index, temperature)
+        super().__init__(batch_shape, param.shape[-1:], validate_args=validate_args)
+
+    def _set_state(self, index: KeepCount, temperature: torch.Tensor) -> None:
+        self.index_distribution = index
+        self.temperature = temperature
+        for name in ("keep_probs", "keep_logits"):
+            if name in index.__dict__:
+                setattr(self, name, index.__dict__[name])
+
+    # ------------------------------------------------------------------ shapes
+    def expand(self, batch_shape: _ShapeLike, _instance: Downhill | None = None) -> Downhill:
+        new = self._get_checked_instance(Downhill, _instance)
+        batch_shape = torch.Size(batch_shape)
+        temperature = self.temperature
+        if temperature.ndim > 0:
+            temperature = temperature.expand(batch_shape)
+        new._set_state(self.index_distribution.expand(batch_shape), temperature)
+        super(Downhill, new).__init__(batch_shape, self.event_shape, validate_args=False)
+        new._validate_args = self.__dict__.get("_validate_args")
+        return new
+
+    @classmethod
+    def infer_shapes(
+        cls,
+        keep_probs: _ShapeLike | None = None,
+        keep_logits: _ShapeLike | None = None,
+        temperature: _ShapeLike = (),
+    ) -> tuple[torch.Size, torch.Size]:
+        shape = keep_probs if keep_probs is not None else keep_logits
+        if shape is None or len(shape) == 0:
+            raise ValueError(
+                "infer_shapes needs the shape of keep_probs or keep_logits (ndim >= 1)"
+            )
+        batch_shape = torch.broadcast_shapes(torch.Size(shape[:-1]), torch.Size(temperature))
+        return batch_shape, torch.Size(shape[-1:])
+
+    @property
+    def num_blocks(self) -> int:
+        """``D``, the length of the mask."""
+        return self.event_shape[0]
+
+    # ------------------------------------------------------------------ parameters
+    @lazy_property
+    def keep_logits(self) -> torch.Tensor:
+        """Keep logits, shape ``batch + (D,)``."""
+        return self.index_distribution.keep_logits
+
+    @lazy_property
+    def keep_probs(self) -> torch.Tensor:
+        """Conditional keep probabilities :math:`\\beta`, shape ``batch + (D,)``."""
+        return self.index_distribution.keep_probs
+
+    @lazy_property
+    def _event_temperature(self) -> torch.Tensor:
+        # temperature with a trailing singleton axis, to broadcast against batch + (D + 1,)
+        return self.temperature.unsqueeze(-1) if self.temperature.ndim > 0 else self.temperature
+
+    @lazy_property
+    def _log_normalizer(self) -> torch.Tensor:
+        n = self.num_blocks + 1
+        return math.lgamma(n) + (n - 1) * self.temperature.log()
+
+    # ------------------------------------------------------------------ sampling
+    def _rsample_simplex_tails(self, sample_shape: _ShapeLike) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the relaxed mask ``m`` and the winning index ``argmax y`` of one Concrete draw.
+
+        The Gumbel scores are drawn in reversed order (``k = D..0``; the noise is i.i.d., so the
+        law is unchanged) so that one cumulative sum yields the tails ``sum_{k >= i} y_k``.
+        """
+        log_q = self.index_distribution.logits
+        shape = self._extended_shape(sample_shape)[:-1] + (self.num_blocks + 1,)
+        uniform = torch.rand(shape, dtype=log_q.dtype, device=log_q.device)
+        tiny = torch.finfo(log_q.dtype).tiny
+        gumbel = -(-uniform.clamp_(min=tiny).log()).log()
+        scores = (log_q.flip(-1) + gumbel) / self._event_temperature
+        y = torch.softmax(scores, dim=-1).double().clamp(min=_simplex_floor(log_q.dtype))
+        tails = (y / y.sum(-1, keepdim=True)).cumsum(-1)[..., :-1].flip(-1).to(log_q.dtype)
+        winner = self.num_blocks - scores.argmax(-1)
+        return tails, winner
+
+    def rsample(self, sample_shape: _ShapeLike = ()) -> torch.Tensor:
+        """Reparameterised draw of shape ``sample_shape + batch + (D,)``."""
+        return self._rsample_simplex_tails(sample_shape)[0]
+
+    # ------------------------------------------------------------------ scoring
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        value = getattr(value, "_relaxed", value)
+        if self._validate_args:
+            self._validate_sample(value)
+        return self._relaxed_log_prob(value)
+
+    def _relaxed_log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        differences = F.pad(value, (1, 0), value=1.0) - F.pad(value, (0, 1))
+        log_y = differences.clamp(min=torch.finfo(value.dtype).tiny).log()
+        scores = self.index_distribution.logits - self._event_temperature * log_y
+        return (
+            scores.sum(-1)
+            - log_y.sum(-1)
+            - (self.num_blocks + 1) * scores.logsumexp(-1)
+            + self._log_normalizer
+        )
