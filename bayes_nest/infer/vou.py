@@ -1,0 +1,204 @@
+r"""Variational ordering units: learned Downhill posteriors over the mask of one axis.
+
+A *variational ordering unit* (VOU, Cui et al. 2021) is the guide of one axis's mask site. It
+holds learnable keep logits :math:`\ell \in \mathbb R^D` with conditional keep probabilities
+:math:`\beta_i = \sigma(\ell_i) = P(\text{block } i \text{ kept} \mid \text{block } i-1
+\text{ kept})` over the :math:`D` orderable blocks, and draws the mask from
+:class:`~bayes_nest.distributions.Downhill` (or its straight-through variant, the default, whose
+forward value is a hard mask). The keep count :math:`b` has the posterior
+
+.. math:: q_b = (\beta_1 \cdots \beta_b)(1 - \beta_{b+1}), \qquad
+   q_D = \beta_1 \cdots \beta_D,
+
+and block :math:`k` is kept with marginal probability :math:`P(b \ge k) = \beta_1 \cdots
+\beta_k`. Both are computed in log space (``logsigmoid`` of the logits), so they stay finite for
+keep probabilities near 0 or 1.
+
+The matching prior (:func:`~bayes_nest.infer.masks.mask_prior`) is a Downhill with constant keep
+probability :math:`\pi` and the same temperature, so the registered closed-form KL between the
+two keep-count distributions applies.
+
+Temperature. ``temperature`` is a float or a schedule ``epoch -> float`` such as
+:class:`ExponentialTemperature`; :meth:`VariationalOrderingUnit.set_epoch` applies it. With the
+straight-through variant the temperature only shapes the gradient (the forward value is hard).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyro
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Distribution
+
+from ..nn.axis import Axis, full_block_mask
+from .masks import mask_prior
+
+__all__ = ["ExponentialTemperature", "VariationalOrderingUnit", "resolve_temperature"]
+
+Temperature = float | Callable[[int], float]
+
+
+def _positive(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a positive float, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be positive and finite, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class ExponentialTemperature:
+    r"""Exponential annealing :math:`\tau_e = \max(\tau_{\min}, \tau_0 e^{-r e})` per epoch ``e``.
+
+    Parameters
+    ----------
+    initial : float
+        :math:`\tau_0 > 0`.
+    final : float
+        :math:`\tau_{\min}`, with ``0 < final <= initial``.
+    rate : float
+        Decay rate :math:`r \ge 0` per epoch.
+    """
+
+    initial: float = 1.0
+    final: float = 0.1
+    rate: float = 0.1
+
+    def __post_init__(self) -> None:
+        _positive(self.initial, "initial")
+        _positive(self.final, "final")
+        if self.final > self.initial:
+            raise ValueError(f"final ({self.final}) must not exceed initial ({self.initial})")
+        if isinstance(self.rate, bool) or not (
+            isinstance(self.rate, int | float) and math.isfinite(self.rate) and self.rate >= 0
+        ):
+            raise ValueError(f"rate must be a finite number >= 0, got {self.rate!r}")
+
+    def __call__(self, epoch: int) -> float:
+        return max(self.final, self.initial * math.exp(-self.rate * epoch))
+
+
+def resolve_temperature(temperature: Temperature, epoch: int = 0) -> float:
+    """The temperature at ``epoch`` for a float or a schedule ``epoch -> float``."""
+    if callable(temperature):
+        return _positive(temperature(epoch), f"temperature schedule at epoch {epoch}")
+    return _positive(temperature, "temperature")
+
+
+class VariationalOrderingUnit(nn.Module):
+    r"""Learned ordered-dropout posterior of one axis (the guide of its mask site).
+
+    Parameters
+    ----------
+    axis : Axis
+        The axis; it must have orderable blocks (``axis.orderable >= 1``).
+    init_keep_prob : float
+        Initial :math:`\beta_i` of every block, in (0, 1). High values (0.9-0.95) start from
+        the full network.
+    temperature : float or callable
+        Relaxation temperature, or a schedule ``epoch -> float``.
+    straight_through : bool
+        Draw hard masks (``DownhillStraightThrough``, default) or relaxed ones (``Downhill``).
+
+    Attributes
+    ----------
+    keep_logits : Parameter, shape ``(D,)``
+        :math:`\ell`, with :math:`\beta = \sigma(\ell)`.
+    """
+
+    def __init__(
+        self,
+        axis: Axis,
+        *,
+        init_keep_prob: float = 0.95,
+        temperature: Temperature = 1.0,
+        straight_through: bool = True,
+    ) -> None:
+        super().__init__()
+        if not isinstance(axis, Axis):
+            raise TypeError(f"axis must be an Axis, got {type(axis).__name__}")
+        if axis.orderable < 1:
+            raise ValueError(f"axis {axis.name!r} has no orderable blocks")
+        if isinstance(init_keep_prob, bool) or not 0.0 < float(init_keep_prob) < 1.0:
+            raise ValueError(f"init_keep_prob must be in (0, 1), got {init_keep_prob!r}")
+        self.axis = axis
+        self.straight_through = bool(straight_through)
+        self.schedule = temperature
+        self.temperature = resolve_temperature(temperature, 0)
+        logit = math.log(init_keep_prob) - math.log1p(-init_keep_prob)
+        self.keep_logits = nn.Parameter(torch.full((axis.orderable,), logit))
+
+    @property
+    def name(self) -> str:
+        """The axis name, which is also the mask site's name."""
+        return self.axis.name
+
+    def set_epoch(self, epoch: int) -> float:
+        """Apply the temperature schedule at ``epoch`` and return the temperature."""
+        self.temperature = resolve_temperature(self.schedule, epoch)
+        return self.temperature
+
+    # ------------------------------------------------------------------ posterior quantities
+    def keep_probs(self) -> torch.Tensor:
+        r"""Conditional keep probabilities :math:`\beta`, shape ``(D,)``."""
+        return torch.sigmoid(self.keep_logits)
+
+    def keep_marginals(self) -> torch.Tensor:
+        r""":math:`P(b \ge k) = \beta_1 \cdots \beta_k` for the orderable blocks, shape ``(D,)``."""
+        return torch.exp(torch.cumsum(F.logsigmoid(self.keep_logits), -1))
+
+    def block_marginals(self) -> torch.Tensor:
+        """Keep marginals of every block of the axis, ones for always-on blocks, ``(size,)``."""
+        return full_block_mask(self.axis, self.keep_marginals())
+
+    def keep_count_log_probs(self) -> torch.Tensor:
+        r""":math:`\log q_b`, :math:`b = 0..D`, shape ``(D+1,)``."""
+        log_keep = F.logsigmoid(self.keep_logits)
+        log_drop = F.logsigmoid(-self.keep_logits)
+        head = torch.cat([log_keep.new_zeros(1), torch.cumsum(log_keep, -1)])
+        tail = torch.cat([log_drop, log_drop.new_zeros(1)])
+        return head + tail
+
+    def keep_count_probs(self) -> torch.Tensor:
+        """Posterior of the number of kept orderable blocks, shape ``(D+1,)``."""
+        return self.keep_count_log_probs().exp()
+
+    def sample_keep_counts(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
+        """Hard keep counts (always-on blocks included) drawn from the posterior, int64."""
+        probs = self.keep_count_probs().detach()
+        b = torch.multinomial(probs, int(math.prod(sample_shape)) or 1, replacement=True)
+        return (b + self.axis.always_on).reshape(sample_shape)
+
+    # ------------------------------------------------------------------ distributions
+    def distribution(self) -> Distribution:
+        """The posterior mask distribution over the orderable blocks (event shape ``(D,)``)."""
+        from ..distributions import Downhill, DownhillStraightThrough
+
+        cls = DownhillStraightThrough if self.straight_through else Downhill
+        return cls(keep_logits=self.keep_logits, temperature=self.temperature)
+
+    def prior(self, keep_prob: float) -> Distribution:
+        """The matching nested-dropout prior (constant keep probability, same temperature)."""
+        return mask_prior(
+            self.axis,
+            keep_prob,
+            temperature=self.temperature,
+            straight_through=self.straight_through,
+            dtype=self.keep_logits.dtype,
+            device=self.keep_logits.device,
+        )
+
+    def forward(self) -> torch.Tensor:
+        """Sample the axis's mask site (named after the axis) from the posterior."""
+        return pyro.sample(self.axis.name, self.distribution())
+
+    def extra_repr(self) -> str:
+        return (
+            f"axis={self.axis.name!r}, D={self.axis.orderable}, "
+            f"temperature={self.temperature:g}, straight_through={self.straight_through}"
+        )
