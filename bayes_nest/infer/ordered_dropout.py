@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..distributions import KeepCount
 from ..nn.axis import Axis, axes, axis_owners
 
 __all__ = [
@@ -87,13 +88,6 @@ def keep_count_probs(keep_probs: torch.Tensor) -> torch.Tensor:
     -------
     Tensor, shape ``(D + 1,)``
     """
-    try:
-        from ..distributions import KeepCount
-    except ImportError:  # TEMPORARY until the distributions package lands
-        log_beta = torch.log(keep_probs)
-        log_stop = torch.log1p(-keep_probs)
-        prefix = torch.cat([keep_probs.new_zeros(1), torch.cumsum(log_beta, 0)])
-        return torch.exp(prefix + torch.cat([log_stop, keep_probs.new_zeros(1)]))
     return KeepCount(keep_probs=keep_probs).probs
 
 
@@ -236,13 +230,12 @@ class OrderedDropout:
             raise
 
     def _rebuild(self) -> None:
+        """Recompute the per-axis probabilities and cumulative sums; state changes only if every
+        axis's parameters are valid."""
         dists = _per_axis(self._distribution, self.axes, "distribution")
         pis = _per_axis(self._keep_prob, self.axes, "keep_prob")
-        self.keep_probs: dict[str, torch.Tensor] = {}
-        self.probs: dict[str, torch.Tensor] = {}
-        self._cdf: list[tuple[int, list[float]]] = []
-        self._names = list(self.axes)
-        for name in self._names:
+        keep_probs, probs, cdf = {}, {}, []
+        for name, axis in self.axes.items():
             if dists[name] not in DISTRIBUTIONS:
                 raise ValueError(
                     f"distribution for axis {name!r} must be one of {DISTRIBUTIONS}, "
@@ -250,13 +243,16 @@ class OrderedDropout:
                 )
             if dists[name] == "geometric":
                 _check_keep_prob(pis[name], f"keep_prob for axis {name!r}")
-            axis = self.axes[name]
             beta = conditional_keep_probs(axis.orderable, dists[name], pis[name])
             q = keep_count_probs(beta).to(torch.float64)
-            self.keep_probs[name] = beta
-            self.probs[name] = q
+            keep_probs[name] = beta
+            probs[name] = q
             # Cumulative sums of q_0..q_{D-1}: the count is how many of them lie <= u.
-            self._cdf.append((axis.always_on, torch.cumsum(q, 0)[:-1].tolist()))
+            cdf.append((axis.always_on, torch.cumsum(q, 0)[:-1].tolist()))
+        self.keep_probs: dict[str, torch.Tensor] = keep_probs
+        self.probs: dict[str, torch.Tensor] = probs
+        self._cdf: list[tuple[int, list[float]]] = cdf
+        self._names = list(self.axes)
         self._pyro_priors = None
 
     # ------------------------------------------------------------------ drawing
