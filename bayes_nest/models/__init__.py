@@ -1,5 +1,9 @@
 """Reference architectures built from nested layers."""
 
+from .convnet import ConvNet
 from .mlp import MLP
+from .resnet import ResNet
+from .resnext import ResNeXt
+from .vgg import VGG, VGG_CONFIGS
 
-__all__ = ["MLP"]
+__all__ = ["MLP", "VGG", "VGG_CONFIGS", "ConvNet", "ResNeXt", "ResNet"]
