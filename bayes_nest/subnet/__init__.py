@@ -1,5 +1,25 @@
 """Sub-networks: configurations, cost models, export and batch-norm recalibration."""
 
 from .config import Config, full, smallest, use, validate_config
+from .cost import COST_METRICS, CostModel, LayerCost, cost, costs, layer_costs, register_cost_rule
+from .export import ExportError, export, register_exporter
+from .recalibrate import recalibrate_batchnorm
 
-__all__ = ["Config", "full", "smallest", "use", "validate_config"]
+__all__ = [
+    "COST_METRICS",
+    "Config",
+    "CostModel",
+    "ExportError",
+    "LayerCost",
+    "cost",
+    "costs",
+    "export",
+    "full",
+    "layer_costs",
+    "recalibrate_batchnorm",
+    "register_cost_rule",
+    "register_exporter",
+    "smallest",
+    "use",
+    "validate_config",
+]
