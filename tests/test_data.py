@@ -6,7 +6,6 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from bayes_nest import data as bn_data
 from bayes_nest.data import (
     CORRUPTIONS,
     DataBundle,
@@ -19,6 +18,7 @@ from bayes_nest.data import (
     load_file,
     loaders,
 )
+from bayes_nest.data import builtin as bn_builtin
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_mnist1d_offline_matches_package(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
-    bn_data._mnist1d_raw.cache_clear()
+    bn_builtin._mnist1d_raw.cache_clear()
     np_before, py_before = np.random.get_state()[1].copy(), random.getstate()  # noqa: NPY002
     m = load_dataset("mnist1d")
     assert np.array_equal(np.random.get_state()[1], np_before)  # noqa: NPY002

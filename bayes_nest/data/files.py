@@ -1,0 +1,98 @@
+"""Reading user data from ``.npz`` and ``.csv`` files (:func:`load_file`)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .bundle import DataBundle, from_arrays
+
+
+def _read_csv(path: Path, label_column: int | str, header: bool | None, delimiter: str):
+    with path.open(newline="") as f:
+        rows = [r for r in csv.reader(f, delimiter=delimiter) if r and any(c.strip() for c in r)]
+    if not rows:
+        raise ValueError(f"{path} contains no data rows")
+
+    def numeric(cell: str) -> bool:
+        try:
+            float(cell)
+            return True
+        except ValueError:
+            return False
+
+    if header is None:
+        header = not all(numeric(c) for c in rows[0])
+    names = [c.strip() for c in rows[0]] if header else None
+    body = rows[1:] if header else rows
+    width = len(rows[0])
+    if width < 2:
+        raise ValueError(f"{path} needs at least one feature column and a label column")
+    if isinstance(label_column, str):
+        if names is None or label_column not in names:
+            raise ValueError(f"label_column {label_column!r} is not a column of {path}: {names}")
+        label_column = names.index(label_column)
+    if not -width <= label_column < width:
+        raise ValueError(f"label_column={label_column} is out of range for {width} columns")
+    label_column %= width
+    values = np.empty((len(body), width))
+    for i, row in enumerate(body):
+        line = i + 1 + int(header)
+        if len(row) != width:
+            raise ValueError(f"{path} line {line} has {len(row)} columns, expected {width}")
+        for j, cell in enumerate(row):
+            try:
+                values[i, j] = float(cell)
+            except ValueError:
+                what = "label" if j == label_column else "value"
+                raise ValueError(
+                    f"{path} line {line}, column {j + 1}: non-numeric {what} {cell!r}"
+                ) from None
+    if not len(body):
+        raise ValueError(f"{path} contains a header but no data rows")
+    return np.delete(values, label_column, axis=1), values[:, label_column]
+
+
+def load_file(
+    path: str | Path,
+    *,
+    x_key: str = "x",
+    y_key: str = "y",
+    label_column: int | str = -1,
+    header: bool | None = None,
+    delimiter: str = ",",
+    **kwargs: Any,
+) -> DataBundle:
+    """Load a ``.npz`` or ``.csv`` file into a :class:`DataBundle` (via :func:`from_arrays`).
+
+    ``.npz``: arrays ``x_key`` (N, *input_shape) and ``y_key`` (N,); if the file also holds
+    ``{x_key}_val``/``{y_key}_val`` or ``{x_key}_test``/``{y_key}_test``, those are used as the
+    validation/test split. ``.csv``: one example per row, all columns numeric; the label is
+    ``label_column`` (index, or header name; default last); a header row is detected when
+    ``header`` is None (first row not all numeric). Other keyword arguments go to
+    :func:`from_arrays`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {str(path)!r} does not exist")
+    name = kwargs.pop("name", path.stem)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in (x_key, y_key) if k not in f.files]
+            if missing:
+                raise ValueError(f"{path} has no array {missing[0]!r}; it holds {f.files}")
+            arrays = {k: f[k] for k in f.files}
+        for part in ("val", "test"):
+            xk, yk = f"{x_key}_{part}", f"{y_key}_{part}"
+            if xk in arrays and yk in arrays:
+                kwargs.setdefault(part, (arrays[xk], arrays[yk]))
+        x, y = arrays[x_key], arrays[y_key]
+    elif suffix == ".csv":
+        x, y = _read_csv(path, label_column, header, delimiter)
+    else:
+        raise ValueError(f"unsupported file type {path.suffix!r} for {path}; use .npz or .csv")
+    return from_arrays(x, y, name=name, **kwargs)
