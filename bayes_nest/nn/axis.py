@@ -19,6 +19,8 @@ A mask for an axis of ``size`` blocks is one of
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -72,6 +74,10 @@ class Axis:
             raise ValueError(
                 f"Axis {self.name!r}: kind must be one of {AXIS_KINDS}, got {self.kind!r}"
             )
+        for field in ("size", "always_on", "block_size"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"Axis {self.name!r}: {field} must be an int, got {value!r}")
         if self.size < 1:
             raise ValueError(f"Axis {self.name!r}: size must be >= 1, got {self.size}")
         if not 0 <= self.always_on <= self.size:
@@ -87,21 +93,28 @@ class Axis:
         return self.size - self.always_on
 
     def check_count(self, count: int) -> int:
-        """Validate a keep count for this axis and return it as an ``int``."""
-        if isinstance(count, bool) or not isinstance(count, int | torch.Tensor):
-            try:
-                count = int(count)  # numpy integers
-            except (TypeError, ValueError):
-                raise TypeError(
-                    f"axis {self.name!r}: keep count must be an integer, got {count!r}"
-                ) from None
-        count = int(count)
-        if not self.always_on <= count <= self.size:
+        """Validate a keep count for this axis and return it as an ``int``.
+
+        Accepts Python and NumPy integers, integer-valued floats and one-element integer
+        tensors; rejects booleans and non-integral values (no silent rounding).
+        """
+        value = count
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1 or value.dtype == torch.bool:
+                raise TypeError(f"axis {self.name!r}: keep count must be an integer, got {count!r}")
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"axis {self.name!r}: keep count must be an integer, got {count!r}")
+        if not isinstance(value, numbers.Integral):
+            if not math.isfinite(value) or value != int(value):
+                raise TypeError(f"axis {self.name!r}: keep count must be an integer, got {count!r}")
+        value = int(value)
+        if not self.always_on <= value <= self.size:
             raise ValueError(
-                f"axis {self.name!r}: keep count {count} out of range "
+                f"axis {self.name!r}: keep count {value} out of range "
                 f"[always_on={self.always_on}, size={self.size}]"
             )
-        return count
+        return value
 
 
 class NestedModule(nn.Module):
@@ -220,7 +233,7 @@ def _check_mask(axis: Axis, mask: Mask) -> Mask:
         return None
     if isinstance(mask, torch.Tensor):
         if mask.dim() == 0:
-            return axis.check_count(int(mask))
+            return axis.check_count(mask)
         if mask.shape != (axis.size,):
             raise ValueError(
                 f"axis {axis.name!r}: mask tensor must have shape ({axis.size},), "

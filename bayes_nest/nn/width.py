@@ -131,7 +131,7 @@ class _NestedWidth(NestedModule):
         norm: str | None,
         activation: str | Callable | None,
     ) -> None:
-        if not isinstance(groups, int) or groups < 1:
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
             raise ValueError(f"groups must be a positive integer, got {groups!r}")
         if out_units % groups:
             raise ValueError(f"out units ({out_units}) must be divisible by groups ({groups})")
