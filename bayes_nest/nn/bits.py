@@ -93,7 +93,7 @@ class NestedQuantizer(NestedModule):
     Gradients (straight-through, :math:`\partial Q / \partial x := 1`): in signed mode
     :math:`\partial w_q / \partial w = 1` for ``"linear"`` and
     :math:`a (1 - \tanh^2 w) / \max|\tanh w|` for ``"tanh"``; in unsigned mode 1 inside
-    :math:`[0, r)` and 0 outside.
+    :math:`[0, r]` and 0 outside.
 
     Parameters
     ----------
@@ -193,7 +193,7 @@ class NestedQuantizer(NestedModule):
         if self.signed:
             inner = x  # already in [0, 1]; only the maximum is clipped (no gradient effect)
         else:
-            inner = x.clamp(0.0, top)  # PACT-style: zero gradient outside the range
+            inner = x.clamp(0.0, 1.0)  # PACT-style: zero gradient outside the range
         q = self._levels(x.detach().clamp(0.0, top))
         # straight-through: forward value q, gradient of `inner` with respect to v
         q = inner + (q - inner.detach())
