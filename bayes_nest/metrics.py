@@ -4,11 +4,11 @@ Notation: ``N`` examples, ``K`` classes, ``S`` posterior samples. Probabilities 
 or, one row per posterior sample, as ``(S, N, K)``. Every metric on ``(S, N, K)`` first averages in
 probability space to the posterior predictive (Bayesian model average)
 
-.. math:: \bar p_{nk} = \frac{1}{S} \sum_{s=1}^S p_{snk},
+$$\bar p_{nk} = \frac{1}{S} \sum_{s=1}^S p_{snk},$$
 
-and then scores :math:`\bar p` exactly as it would score an ``(N, K)`` input. Top-label
-confidence and prediction are :math:`c_n = \max_k \bar p_{nk}` and
-:math:`\hat y_n = \arg\max_k \bar p_{nk}` (ties go to the lowest class index).
+and then scores $\bar p$ exactly as it would score an ``(N, K)`` input. Top-label
+confidence and prediction are $c_n = \max_k \bar p_{nk}$ and
+$\hat y_n = \arg\max_k \bar p_{nk}$ (ties go to the lowest class index).
 
 Inputs are *probabilities*, never logits: rows must be non-negative and sum to one within
 ``1e-3`` (use :func:`probs_from_logits` to convert). Labels are integer class indices ``(N,)``.
@@ -24,6 +24,7 @@ tied scores as a single threshold.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -73,15 +74,16 @@ def _as_probs(probs, name: str = "probs", *, allow_samples: bool = True) -> torc
         raise ValueError(f"{name} must have shape {shapes}, got {tuple(p.shape)}")
     if p.numel() == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(p.shape)}")
-    if torch.isnan(p).any():
+    lo, hi = (v.item() for v in torch.aminmax(p))  # NaN propagates to both
+    if math.isnan(lo) or math.isnan(hi):
         raise ValueError(f"{name} contains NaN")
-    if (p < 0).any() or (p > 1).any():
-        lo, hi = p.min().item(), p.max().item()
+    if lo < 0 or hi > 1:
         raise ValueError(
             f"{name} must be probabilities in [0, 1] (got values in [{lo:.4g}, {hi:.4g}]); "
             "pass logits through probs_from_logits first"
         )
-    err = (p.sum(-1, dtype=torch.float64) - 1).abs().max().item()
+    sum_lo, sum_hi = (v.item() for v in torch.aminmax(p.sum(-1)))
+    err = max(abs(sum_lo - 1), abs(sum_hi - 1))
     if err > SUM_TOLERANCE:
         raise ValueError(
             f"{name} rows must sum to 1 over the last (class) dimension; the worst row is off by "
@@ -123,7 +125,7 @@ def probs_from_logits(logits, *, average_samples: bool = False) -> torch.Tensor:
         Unnormalised log-probabilities.
     average_samples : bool
         If ``True`` and ``logits`` is ``(S, N, K)``, return the posterior predictive
-        :math:`\bar p = \frac1S \sum_s \mathrm{softmax}(z_s)` of shape ``(N, K)``; otherwise keep
+        $\bar p = \frac1S \sum_s \mathrm{softmax}(z_s)$ of shape ``(N, K)``; otherwise keep
         the shape (needed by :func:`mutual_information`).
     """
     z = _as_tensor(logits, "logits")
@@ -141,7 +143,7 @@ def probs_from_logits(logits, *, average_samples: bool = False) -> torch.Tensor:
 
 
 def accuracy(probs, labels) -> float:
-    r"""Top-1 accuracy :math:`\frac1N \sum_n 1[\hat y_n = y_n]` of the predictive probabilities.
+    r"""Top-1 accuracy $\frac1N \sum_n 1[\hat y_n = y_n]$ of the predictive probabilities.
 
     Parameters
     ----------
@@ -153,7 +155,7 @@ def accuracy(probs, labels) -> float:
 
 
 def nll(probs, labels, *, eps: float = 1e-12) -> float:
-    r"""Mean negative log-likelihood :math:`-\frac1N \sum_n \log \max(\bar p_{n, y_n}, \epsilon)`.
+    r"""Mean negative log-likelihood $-\frac1N \sum_n \log \max(\bar p_{n, y_n}, \epsilon)$.
 
     Parameters
     ----------
@@ -161,7 +163,7 @@ def nll(probs, labels, *, eps: float = 1e-12) -> float:
     labels : integer tensor or array, shape ``(N,)``
     eps : float
         Floor on the probability of the true class, so that a zero probability costs
-        :math:`-\log \epsilon \approx 27.6` nats instead of infinity.
+        $-\log \epsilon \approx 27.6$ nats instead of infinity.
     """
     if not 0 < eps < 1:
         raise ValueError(f"eps must lie in (0, 1), got {eps}")
@@ -171,7 +173,7 @@ def nll(probs, labels, *, eps: float = 1e-12) -> float:
 
 
 def brier_score(probs, labels) -> float:
-    r"""Multi-class Brier score :math:`\frac1N \sum_n \sum_k (\bar p_{nk} - 1[y_n = k])^2`.
+    r"""Multi-class Brier score $\frac1N \sum_n \sum_k (\bar p_{nk} - 1[y_n = k])^2$.
 
     Summed over classes (range ``[0, 2]``), as in Brier (1950) and robustness_metrics.
 
@@ -250,10 +252,10 @@ def _bin_gaps(probs, labels, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
 def expected_calibration_error(probs, labels, *, n_bins: int = 15) -> float:
     r"""Top-label expected calibration error (Naeini et al., 2015; Guo et al., 2017).
 
-    .. math:: \mathrm{ECE} = \sum_b \frac{n_b}{N}\, \bigl|\mathrm{acc}_b - \mathrm{conf}_b\bigr|
+    $$\mathrm{ECE} = \sum_b \frac{n_b}{N}\, \bigl|\mathrm{acc}_b - \mathrm{conf}_b\bigr|$$
 
     over the bins of :func:`calibration_bins`; equals torchmetrics'
-    ``multiclass_calibration_error(..., n_bins, norm="l1")`` computed on :math:`\bar p`.
+    ``multiclass_calibration_error(..., n_bins, norm="l1")`` computed on $\bar p$.
 
     Parameters
     ----------
@@ -267,10 +269,10 @@ def expected_calibration_error(probs, labels, *, n_bins: int = 15) -> float:
 
 
 def max_calibration_error(probs, labels, *, n_bins: int = 15) -> float:
-    r"""Top-label maximum calibration error :math:`\max_b |\mathrm{acc}_b - \mathrm{conf}_b|`.
+    r"""Top-label maximum calibration error $\max_b |\mathrm{acc}_b - \mathrm{conf}_b|$.
 
     The maximum runs over non-empty bins of :func:`calibration_bins`; equals torchmetrics'
-    ``multiclass_calibration_error(..., n_bins, norm="max")`` computed on :math:`\bar p`.
+    ``multiclass_calibration_error(..., n_bins, norm="max")`` computed on $\bar p$.
 
     Parameters
     ----------
@@ -293,7 +295,7 @@ def _entropy(p: torch.Tensor) -> torch.Tensor:
 def predictive_entropy(probs) -> torch.Tensor:
     r"""Entropy of the predictive distribution per example, in nats.
 
-    .. math:: \mathbb H[\bar p_n] = -\sum_k \bar p_{nk} \log \bar p_{nk} \quad (0 \log 0 = 0)
+    $$\mathbb H[\bar p_n] = -\sum_k \bar p_{nk} \log \bar p_{nk} \quad (0 \log 0 = 0)$$
 
     Parameters
     ----------
@@ -310,7 +312,7 @@ def predictive_entropy(probs) -> torch.Tensor:
 def mutual_information(probs) -> torch.Tensor:
     r"""Mutual information between the label and the weights per example (BALD), in nats.
 
-    .. math:: \mathrm{MI}_n = \mathbb H[\bar p_n] - \frac1S \sum_s \mathbb H[p_{sn}]
+    $$\mathrm{MI}_n = \mathbb H[\bar p_n] - \frac1S \sum_s \mathbb H[p_{sn}]$$
 
     The epistemic part of the predictive entropy: zero when all samples agree. Tiny negative
     values from rounding are clamped to ``0``.
@@ -370,8 +372,8 @@ def _roc_counts(scores_in, scores_out) -> tuple[np.ndarray, np.ndarray, int, int
 def ood_auroc(scores_in, scores_out) -> float:
     r"""Area under the ROC curve for detecting OOD examples (OOD = positive class).
 
-    The Mann–Whitney statistic :math:`P(s_\text{out} > s_\text{in}) + \tfrac12
-    P(s_\text{out} = s_\text{in})` over all in/out pairs, i.e. the trapezoidal area under the
+    The Mann–Whitney statistic $P(s_\text{out} > s_\text{in}) + \tfrac12
+    P(s_\text{out} = s_\text{in})$ over all in/out pairs, i.e. the trapezoidal area under the
     exact ROC curve.
 
     Parameters
@@ -390,8 +392,8 @@ def ood_auroc(scores_in, scores_out) -> float:
 def ood_aupr(scores_in, scores_out) -> float:
     r"""Area under the precision–recall curve with OOD as the positive class ("AUPR-Out").
 
-    Computed as average precision :math:`\sum_t (R_t - R_{t-1}) P_t` over the distinct score
-    thresholds ``t`` in decreasing order, with :math:`R_0 = 0`; this is the definition of
+    Computed as average precision $\sum_t (R_t - R_{t-1}) P_t$ over the distinct score
+    thresholds ``t`` in decreasing order, with $R_0 = 0$; this is the definition of
     scikit-learn's ``average_precision_score`` (a step function, no interpolation).
 
     Parameters
@@ -411,8 +413,8 @@ def fpr_at_95_tpr(scores_in, scores_out, *, tpr: float = 0.95) -> float:
     r"""False-positive rate at 95% true-positive rate (OOD = positive class).
 
     Among the thresholds ``t`` (flag an example as OOD when ``score >= t``) whose true-positive
-    rate :math:`\mathrm{TPR}(t) = |\{s_\text{out} \ge t\}| / N_\text{out}` is at least ``tpr``,
-    the smallest false-positive rate :math:`|\{s_\text{in} \ge t\}| / N_\text{in}`. This is the
+    rate $\mathrm{TPR}(t) = |\{s_\text{out} \ge t\}| / N_\text{out}$ is at least ``tpr``,
+    the smallest false-positive rate $|\{s_\text{in} \ge t\}| / N_\text{in}$. This is the
     fraction of in-distribution examples wrongly flagged when 95% of the OOD ones are caught;
     lower is better.
 

@@ -282,3 +282,34 @@ def test_version_dispatch(monkeypatch, version):
 def test_unparsable_version():
     with pytest.raises(RuntimeError, match="version"):
         analysis._arviz_major(types.SimpleNamespace(__version__="dev"))
+
+
+# ----------------------------------------------------------------------------- tutorial
+
+
+def test_tutorial_code_runs(tmp_path, monkeypatch):
+    """The code of docs/tutorials/arviz.md runs top to bottom and prints what the page shows."""
+    pytest.importorskip("matplotlib")
+    import contextlib
+    import io
+    import pathlib
+    import re
+
+    page = pathlib.Path(__file__).resolve().parents[1] / "docs" / "tutorials" / "arviz.md"
+    if not page.exists():
+        pytest.skip("tutorial not found")
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
+    assert len(blocks) >= 8
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    namespace: dict = {}
+    with contextlib.redirect_stdout(out):
+        for block in blocks:
+            exec(compile(block, str(page), "exec"), namespace)
+    printed = out.getvalue()
+    ece = float(re.search(r"^ECE +([0-9.]+)$", printed, re.M).group(1))
+    ece_single = float(re.search(r"ECE of a single draw ([0-9.]+)", printed).group(1))
+    assert ece < ece_single  # the claim the page makes about averaging draws
+    assert re.search(r"^keep_count\.hidden\.1 +[0-9.]+ +[0-9.]+", printed, re.M)
+    for png in ("keep_probabilities.png", "reliability.png", "pareto_front.png"):
+        assert (tmp_path / png).stat().st_size > 5000
