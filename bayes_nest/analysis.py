@@ -17,7 +17,7 @@ Default dimensions for the known variables (an entry in ``dims`` overrides them)
 
 | variable | shape per draw | dimensions |
 |---|---|---|
-| ``keep_probs/<axis>``, ``keep_logits/<axis>``, ``mask/<axis>`` | ``(D,)`` | ``("<axis>_block",)`` |
+| ``keep_probs/<axis>``, ``keep_logits/<axis>``, ``mask/<axis>`` | ``(D,)`` | ``<axis>_block`` |
 | ``keep_count/<axis>`` | ``()`` | none |
 | ``probs``, ``logits`` | ``(N, K)`` | ``("example", "class")`` |
 | ``labels`` (observed data, no draw dimension) | ``(N,)`` | ``("example",)`` |

@@ -11,10 +11,11 @@ confidence and prediction are $c_n = \max_k \bar p_{nk}$ and
 $\hat y_n = \arg\max_k \bar p_{nk}$ (ties go to the lowest class index).
 
 Inputs are *probabilities*, never logits: rows must be non-negative and sum to one within
-``1e-3`` (use :func:`probs_from_logits` to convert). Labels are integer class indices ``(N,)``.
-Torch tensors, NumPy arrays and nested lists are accepted. Scalar metrics return a Python
-``float``; the per-example :func:`predictive_entropy` and :func:`mutual_information` return
-tensors of shape ``(N,)``.
+``1e-3`` (use [`probs_from_logits`][bayes_nest.metrics.probs_from_logits] to convert).
+Labels are integer class indices ``(N,)``. Torch tensors, NumPy arrays and nested lists are
+accepted. Scalar metrics return a Python ``float``; the per-example
+[`predictive_entropy`][bayes_nest.metrics.predictive_entropy] and
+[`mutual_information`][bayes_nest.metrics.mutual_information] return tensors of shape ``(N,)``.
 
 The out-of-distribution (OOD) functions take ``(scores_in, scores_out)``: one score per
 in-distribution and per OOD example, *higher meaning more likely OOD* (e.g. predictive entropy
@@ -126,7 +127,7 @@ def probs_from_logits(logits, *, average_samples: bool = False) -> torch.Tensor:
     average_samples : bool
         If ``True`` and ``logits`` is ``(S, N, K)``, return the posterior predictive
         $\bar p = \frac1S \sum_s \mathrm{softmax}(z_s)$ of shape ``(N, K)``; otherwise keep
-        the shape (needed by :func:`mutual_information`).
+        the shape (needed by [`mutual_information`][bayes_nest.metrics.mutual_information]).
     """
     z = _as_tensor(logits, "logits")
     if not z.is_floating_point():
@@ -191,7 +192,8 @@ def brier_score(probs, labels) -> float:
 
 
 class CalibrationBins(NamedTuple):
-    """Per-bin statistics of top-label confidence (see :func:`calibration_bins`).
+    """Per-bin statistics of top-label confidence, from
+    [`calibration_bins`][bayes_nest.metrics.calibration_bins].
 
     All arrays have ``n_bins + 1`` entries: the ``n_bins`` bins ``[lo, hi)`` followed by the bin
     of confidences exactly equal to ``1``. Empty bins have ``count == 0`` and NaN means.
@@ -254,8 +256,9 @@ def expected_calibration_error(probs, labels, *, n_bins: int = 15) -> float:
 
     $$\mathrm{ECE} = \sum_b \frac{n_b}{N}\, \bigl|\mathrm{acc}_b - \mathrm{conf}_b\bigr|$$
 
-    over the bins of :func:`calibration_bins`; equals torchmetrics'
-    ``multiclass_calibration_error(..., n_bins, norm="l1")`` computed on $\bar p$.
+    over the bins of [`calibration_bins`][bayes_nest.metrics.calibration_bins]; equals
+    torchmetrics' ``multiclass_calibration_error(..., n_bins, norm="l1")`` computed on
+    $\bar p$.
 
     Parameters
     ----------
@@ -271,7 +274,8 @@ def expected_calibration_error(probs, labels, *, n_bins: int = 15) -> float:
 def max_calibration_error(probs, labels, *, n_bins: int = 15) -> float:
     r"""Top-label maximum calibration error $\max_b |\mathrm{acc}_b - \mathrm{conf}_b|$.
 
-    The maximum runs over non-empty bins of :func:`calibration_bins`; equals torchmetrics'
+    The maximum runs over non-empty bins of
+    [`calibration_bins`][bayes_nest.metrics.calibration_bins]; equals torchmetrics'
     ``multiclass_calibration_error(..., n_bins, norm="max")`` computed on $\bar p$.
 
     Parameters
