@@ -37,7 +37,7 @@ from torch import nn
 from ..nn.axis import NestedModule
 from ..nn.width import _NestedWidth
 from ._trace import Call, Trace, check_input_shape, trace
-from .config import validate_config
+from .config import use, validate_config
 
 __all__ = [
     "COST_METRICS",
@@ -148,13 +148,14 @@ def _conv(call: Call, trace: Trace, first: bool) -> LayerCost:
     m = call.module
     c_in, c_out = call.input_shape[1], call.output_shape[1]
     kernel = math.prod(m.kernel_size)
-    weights = c_out * (c_in // m.groups) * kernel
+    groups = getattr(m, "groups", 1)
+    weights = c_out * (c_in // groups) * kernel
     bias = c_out if m.bias is not None else 0
     out_numel = math.prod(call.output_shape) / trace.batch_size
     return LayerCost(
         call.path,
         "conv",
-        macs=out_numel * (c_in // m.groups) * kernel,
+        macs=out_numel * (c_in // groups) * kernel,
         params=(weights + bias) if first else 0,
         weight_params=weights if first else 0,
         weight_bits=weight_bits_of(call.kwargs.get("weight_transform")),
@@ -177,12 +178,19 @@ def _nothing(call: Call, trace: Trace, first: bool) -> None:
     return None
 
 
-for _cls in (nn.Linear,):
-    register_cost_rule(_cls, _linear)
-for _cls in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
-    register_cost_rule(_cls, _conv)
-register_cost_rule(_NestedWidth, _width_layer)
-register_cost_rule(NestedModule, _nothing)  # depth/paths/bits owners hold no own parameters
+def _register_rules() -> None:
+    from ..nn.bayesian import BayesianConv2d, BayesianLinear
+
+    # Bayesian layers are costed as their posterior-mean export.
+    for cls in (nn.Linear, BayesianLinear):
+        register_cost_rule(cls, _linear)
+    for cls in (nn.Conv1d, nn.Conv2d, nn.Conv3d, BayesianConv2d):
+        register_cost_rule(cls, _conv)
+    register_cost_rule(_NestedWidth, _width_layer)
+    register_cost_rule(NestedModule, _nothing)  # depth/paths/bits owners: no own parameters
+
+
+_register_rules()
 
 
 def _generic(call: Call, trace: Trace, first: bool) -> LayerCost | None:
@@ -198,15 +206,22 @@ def _generic(call: Call, trace: Trace, first: bool) -> LayerCost | None:
 
 def _costs_of_trace(traced: Trace) -> list[LayerCost]:
     seen: set[int] = set()
-    out = []
+    out: list[tuple[Call, LayerCost]] = []
     for call in traced.calls:
         first = id(call.module) not in seen
         seen.add(id(call.module))
         rule = _find_rule(call.module) or _generic
         item = rule(call, traced, first)
         if item is not None:
-            out.append(item)
-    return out
+            out.append((call, item))
+    # A width layer keeping no units computes a placeholder unit and drops it: cost nothing.
+    empty = {
+        id(call.module.affine)
+        for call in traced.calls
+        if isinstance(call.module, _NestedWidth) and call.output_shape is not None
+        if call.output_shape[call.module.channel_dim] == 0
+    }
+    return [item for call, item in out if id(call.module) not in empty]
 
 
 def layer_costs(
@@ -228,9 +243,11 @@ def layer_costs(
         In call order (children before parents).
     """
     shape = check_input_shape(input_shape)
-    if config is not None:
-        config = validate_config(module, config)
-    return _costs_of_trace(trace(module, config, input_shape=shape))
+    if config is None:
+        return _costs_of_trace(trace(module, None, input_shape=shape))
+    config = validate_config(module, config)
+    with use(module, config):  # rules read the masks (e.g. kept bits) of the config
+        return _costs_of_trace(trace(module, config, input_shape=shape))
 
 
 def _check_metric(metric: str) -> str:

@@ -35,6 +35,9 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..nn.axis import NestedModule, axes, axis_owners
+from ..nn.bits import NestedQuantizer
+from ..nn.depth import NestedStage
+from ..nn.paths import NestedPaths
 from ..nn.width import SlicedConv2d, SlicedLinear, _NestedWidth
 from ._trace import Call, check_input_shape, trace
 from .config import use, validate_config
@@ -151,7 +154,7 @@ class ExportContext:
         if not _is_ours(new):
             return new
         try:
-            return fx.symbolic_trace(new)
+            return symbolic_trace(new)
         except Exception as err:  # noqa: BLE001 - re-raised with context
             raise ExportError(
                 f"export could not turn {type(module).__name__} (at {self.path(module)!r}) into "
@@ -161,12 +164,25 @@ class ExportContext:
 
 def _needs_export(module: nn.Module) -> bool:
     return any(
-        isinstance(m, NestedModule | SlicedLinear | SlicedConv2d) or _find_exporter(m) is not None
+        isinstance(m, NestedModule) or _is_ours(m) or _find_exporter(m) is not None
         for m in module.modules()
     )
 
 
 # ----------------------------------------------------------------------------- graph helpers
+
+
+def symbolic_trace(module: nn.Module) -> fx.GraphModule:
+    """``torch.fx.symbolic_trace`` without type annotations on the graph's nodes.
+
+    Annotated ``forward`` signatures put the annotation's type into the generated code's
+    globals, which some torch versions cannot pickle (``torch.save`` of the result fails).
+    """
+    gm = fx.symbolic_trace(module)
+    for node in gm.graph.nodes:
+        node.type = None
+    gm.recompile()
+    return gm
 
 
 def graph_module(
@@ -284,6 +300,17 @@ def _sliced_norm(norm: nn.modules.batchnorm._BatchNorm, width: int, ctx: ExportC
     return new
 
 
+def _affine_kind(affine: nn.Module) -> str:
+    """``"linear"`` or ``"conv"`` for plain, sliced and Bayesian affine layers."""
+    from ..nn.bayesian import BayesianConv2d, BayesianLinear
+
+    if isinstance(affine, nn.Linear | BayesianLinear):
+        return "linear"
+    if isinstance(affine, nn.Conv2d | BayesianConv2d):
+        return "conv"
+    raise ExportError(f"export does not know affine layer type {type(affine).__name__}")
+
+
 def _affine_layer(
     affine: nn.Module,
     weight: torch.Tensor,
@@ -293,9 +320,9 @@ def _affine_layer(
 ) -> nn.Module:
     """A plain ``nn.Linear``/``nn.Conv2d`` with the given sliced weight and bias."""
     kw = {"bias": bias is not None, "device": weight.device, "dtype": weight.dtype}
-    if isinstance(affine, nn.Linear):
+    if _affine_kind(affine) == "linear":
         layer = nn.Linear(in_units, out_units, **kw)
-    elif isinstance(affine, nn.Conv2d):
+    else:
         layer = nn.Conv2d(
             in_units,
             out_units,
@@ -303,12 +330,10 @@ def _affine_layer(
             stride=affine.stride,
             padding=affine.padding,
             dilation=affine.dilation,
-            groups=affine.groups,
-            padding_mode=affine.padding_mode,
+            groups=getattr(affine, "groups", 1),
+            padding_mode=getattr(affine, "padding_mode", "zeros"),
             **kw,
         )
-    else:
-        raise ExportError(f"export does not know affine layer type {type(affine).__name__}")
     layer.weight = ExportContext.parameter(weight, affine.weight)
     if bias is not None:
         layer.bias = ExportContext.parameter(bias, affine.bias)
@@ -324,6 +349,11 @@ def _export_width(layer: _NestedWidth, ctx: ExportContext) -> nn.Module:
     channel_dim = 1 if layer.channel_dim == 1 else -1
     in_units = _in_units(call, channel_dim)
     out_units = layer.kept_units()
+    if out_units == 0:
+        raise ExportError(
+            f"the config keeps no units of axis {ctx.axis_name(layer)!r} (layer "
+            f"{ctx.path(layer)!r}); a plain network cannot have an empty layer"
+        )
     affine = layer.affine
     with torch.no_grad():
         weight = layer.full_weight()[:out_units, :in_units]
@@ -360,8 +390,9 @@ def _export_width(layer: _NestedWidth, ctx: ExportContext) -> nn.Module:
 
 
 def _export_sliced(affine: nn.Module, ctx: ExportContext) -> nn.Module:
+    """A sliced (or Bayesian: its posterior mean) affine layer used outside a width layer."""
     call = ctx.calls(affine)[0]
-    channel_dim = 1 if isinstance(affine, nn.Conv2d) else -1
+    channel_dim = 1 if _affine_kind(affine) == "conv" else -1
     in_units = _in_units(call, channel_dim)
     out_units = call.output_shape[channel_dim]
     transform = call.kwargs.get("weight_transform")
@@ -371,9 +402,56 @@ def _export_sliced(affine: nn.Module, ctx: ExportContext) -> nn.Module:
         return _affine_layer(affine, weight[:out_units, :in_units], bias, in_units, out_units)
 
 
-register_exporter(_NestedWidth, _export_width)
-register_exporter(SlicedLinear, _export_sliced)
-register_exporter(SlicedConv2d, _export_sliced)
+def _export_stage(stage: NestedStage, ctx: ExportContext) -> nn.Module:
+    kept = stage.kept_blocks()
+    scale = ctx.block_scale(stage)
+    steps = []
+    for i in range(kept):
+        residual = i >= stage.axis_always_on
+        factor = None if scale is None or not residual else float(scale[i])
+        steps.append((ctx.export(stage.blocks[i]), residual, factor))
+    return residual_chain(steps, "ResidualStage")
+
+
+def _export_paths(paths: NestedPaths, ctx: ExportContext) -> nn.Module:
+    kept = paths.kept_blocks()
+    if kept == 0 and not paths.residual:
+        raise ExportError(f"the config keeps no branch of {ctx.path(paths)!r}")
+    scale = ctx.block_scale(paths)
+    branches = [ctx.export(paths.branches[p]) for p in range(kept)]
+    factors = [None if scale is None else float(scale[p]) for p in range(kept)]
+    if kept == 0:
+        return nn.Identity()
+    return branch_sum(branches, factors, paths.residual, "ParallelPaths")
+
+
+def _export_quantizer(quantizer: NestedQuantizer, ctx: ExportContext) -> nn.Module:
+    """A quantizer applied to activations: its current bit level as a traced graph."""
+    frozen = copy.deepcopy(quantizer)
+    frozen.mask = quantizer.kept_blocks()
+    try:
+        return symbolic_trace(frozen)
+    except Exception as err:  # noqa: BLE001 - re-raised with context
+        raise ExportError(
+            f"export cannot turn the quantizer at {ctx.path(quantizer)!r} into plain torch "
+            f"operations ({type(err).__name__}: {err}); only unsigned (activation) quantizers "
+            "can stand alone, weight quantizers are baked into their layers"
+        ) from err
+
+
+def _register_layers() -> None:
+    from ..nn.bayesian import BayesianLayer
+
+    register_exporter(_NestedWidth, _export_width)
+    register_exporter(SlicedLinear, _export_sliced)
+    register_exporter(SlicedConv2d, _export_sliced)
+    register_exporter(BayesianLayer, _export_sliced)
+    register_exporter(NestedStage, _export_stage)
+    register_exporter(NestedPaths, _export_paths)
+    register_exporter(NestedQuantizer, _export_quantizer)
+
+
+_register_layers()
 
 
 def _export_mlp(model: nn.Module, ctx: ExportContext) -> nn.Module:
