@@ -1,0 +1,407 @@
+"""Options of the ``bayes-nest`` command: value types, option groups, config files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+from .data import CORRUPTIONS
+
+# ----------------------------------------------------------------------------- value types
+
+
+def _fail(message: str):
+    raise argparse.ArgumentTypeError(message)
+
+
+def integer(value: Any) -> int:
+    """An int (a string of digits from the command line, or an int from a config file)."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        _fail(f"expected an integer, got {value!r}")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        _fail(f"expected an integer, got {value!r}")
+
+
+def positive_int(value: Any) -> int:
+    n = integer(value)
+    return n if n >= 1 else _fail(f"expected a positive integer, got {value!r}")
+
+
+def nonneg_int(value: Any) -> int:
+    n = integer(value)
+    return n if n >= 0 else _fail(f"expected an integer >= 0, got {value!r}")
+
+
+def number(value: Any) -> float:
+    if isinstance(value, bool):
+        _fail(f"expected a number, got {value!r}")
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        _fail(f"expected a number, got {value!r}")
+    return x if math.isfinite(x) else _fail(f"expected a finite number, got {value!r}")
+
+
+def positive_float(value: Any) -> float:
+    x = number(value)
+    return x if x > 0 else _fail(f"expected a positive number, got {value!r}")
+
+
+def nonneg_float(value: Any) -> float:
+    x = number(value)
+    return x if x >= 0 else _fail(f"expected a number >= 0, got {value!r}")
+
+
+def probability(value: Any) -> float:
+    x = number(value)
+    return x if 0 < x < 1 else _fail(f"expected a probability in (0, 1), got {value!r}")
+
+
+def fraction(value: Any) -> float:
+    x = number(value)
+    return x if 0 <= x < 1 else _fail(f"expected a fraction in [0, 1), got {value!r}")
+
+
+def int_list(value: Any) -> list[int]:
+    """``"128,128"``, ``128`` or ``[128, 128]`` -> ``[128, 128]``."""
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    items = [i.strip() if isinstance(i, str) else i for i in items]
+    if not items or any(i == "" for i in items):
+        _fail(f"expected comma-separated positive integers, got {value!r}")
+    return [positive_int(i) for i in items]
+
+
+def column(value: Any) -> int | str:
+    """A CSV label column: an index (negative counts from the end) or a header name."""
+    try:
+        return integer(value)
+    except argparse.ArgumentTypeError:
+        return str(value)
+
+
+def choice(*options: Any) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        for o in options:
+            if value == o or (o is None and str(value).lower() == "none"):
+                return o
+        _fail(f"expected one of {', '.join(str(o).lower() for o in options)}, got {value!r}")
+
+    check.__name__ = "choice"
+    return check
+
+
+def ood_kind(value: Any) -> str | None:
+    return choice(*CORRUPTIONS, None)(value)
+
+
+def budget(value: Any) -> float | str:
+    """A budget in cost units (``20000``, ``2e4``) or a share of the full network (``"25%"``)."""
+    text = str(value).strip()
+    if text.endswith("%"):
+        share = number(text[:-1])
+        if not 0 < share <= 100:
+            _fail(f"expected a share in (0%, 100%], got {value!r}")
+        return f"{share:g}%"
+    return positive_float(text)
+
+
+def budget_list(value: Any) -> list[float | str]:
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    if not items or any(str(i).strip() == "" for i in items):
+        _fail(f"expected comma-separated budgets, got {value!r}")
+    return [budget(i) for i in items]
+
+
+def subnet(value: Any) -> dict[str, int]:
+    """A sub-network: ``"hidden.0=4,hidden.1=8"``, a JSON object, or a ``.json`` file path."""
+    text = str(value).strip()
+    if text.endswith(".json") and not text.startswith("{"):
+        if not os.path.isfile(text):
+            _fail(f"sub-network file {text!r} does not exist")
+        with open(text) as f:
+            text = f.read().strip()
+    if text.startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as e:
+            _fail(f"sub-network is not valid JSON: {e}")
+        if not isinstance(parsed, dict):
+            _fail("sub-network JSON must be an object axis -> count")
+        items = list(parsed.items())
+    else:
+        items = []
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, sep, count = part.partition("=")
+            if not sep or not name.strip():
+                _fail(f"expected AXIS=COUNT pairs such as hidden.0=4, got {part!r}")
+            items.append((name.strip(), count.strip()))
+    if not items:
+        _fail("empty sub-network; give AXIS=COUNT pairs such as hidden.0=4")
+    return {str(name): nonneg_int(count) for name, count in items}
+
+
+# ----------------------------------------------------------------------------- fit options
+
+# name -> (type, destination, help); destination: "model" options, "train" options, "data"
+# loading options, or "run" (the command itself).
+FIT_OPTIONS: dict[str, tuple[Callable[[Any], Any], str, str]] = {
+    "data": (str, "run", "built-in dataset (digits, mnist1d) or a .npz/.csv file (required)"),
+    "method": (
+        choice("fn3", "bnnn"),
+        "run",
+        "fn3 (ordered dropout) or bnnn (Bayesian); default fn3",
+    ),
+    "model": (
+        choice("mlp", "convnet", "resnet", "resnext", "vgg"),
+        "run",
+        "architecture (default mlp)",
+    ),
+    "init_from": (str, "run", "start from the weights of this FN3 model file"),
+    "hidden": (int_list, "model", "hidden widths, e.g. 128,128 (mlp; convnet: one width)"),
+    "channels": (int_list, "model", "conv channels, e.g. 16,32 (convnet)"),
+    "widths": (int_list, "model", "stage widths (resnet, resnext)"),
+    "depths": (int_list, "model", "blocks per stage (resnet, resnext)"),
+    "groups": (positive_int, "model", "ordered blocks per width axis"),
+    "always_on": (nonneg_int, "model", "leading blocks never dropped"),
+    "bits": (positive_int, "model", "also nest the weights' quantization bits"),
+    "epochs": (positive_int, "train", "training epochs"),
+    "batch_size": (positive_int, "train", "mini-batch size"),
+    "lr": (positive_float, "train", "learning rate (Adam)"),
+    "weight_decay": (nonneg_float, "train", "weight decay (fn3)"),
+    "keep_prob": (probability, "train", "keep rate of the ordered-dropout prior"),
+    "distribution": (choice("geometric", "uniform"), "train", "keep-count prior (fn3)"),
+    "sandwich": (
+        choice(None, "full", "smallest", "both"),
+        "train",
+        "also train the full/smallest network each step (fn3)",
+    ),
+    "temperature": (positive_float, "train", "Downhill temperature (bnnn)"),
+    "prior_scale": (positive_float, "train", "std of the Normal weight prior (bnnn)"),
+    "kl_scale": (nonneg_float, "train", "weight of the weight KL (bnnn; 1 = ELBO)"),
+    "init_keep_prob": (probability, "train", "initial posterior keep probability (bnnn)"),
+    "predict_samples": (positive_int, "train", "posterior samples per prediction (bnnn)"),
+    "seed": (integer, "train", "random seed of training (default 0)"),
+    "split_seed": (integer, "data", "seed of the train/val/test split (default 0)"),
+    "val_fraction": (fraction, "data", "validation share of a file's examples (default 0.1)"),
+    "test_fraction": (fraction, "data", "test share of a file's examples (default 0.2)"),
+    "label_column": (column, "data", "label column of a CSV file (index or name; default -1)"),
+}
+
+
+def add_fit_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        help="TOML, YAML or JSON file of options (keys as below; command-line options override it)",
+    )
+    for name, (kind, _, text) in FIT_OPTIONS.items():
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
+    p.add_argument(
+        "--model-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help='any other model option, value as JSON (e.g. norm="batch")',
+    )
+    p.add_argument("--out", help="model file to write (required)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """Options from a ``.toml``, ``.yaml``/``.yml`` or ``.json`` file (a mapping)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path!r} does not exist")
+    suffix = os.path.splitext(path)[1].lower()
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        if suffix == ".toml":
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                import tomli as tomllib
+            data = tomllib.loads(raw.decode())
+        elif suffix in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise ImportError("YAML config files need PyYAML: pip install pyyaml") from None
+            data = yaml.safe_load(raw.decode())
+        elif suffix == ".json":
+            data = json.loads(raw.decode())
+        else:
+            raise ValueError(f"config file {path!r} must end in .toml, .yaml, .yml or .json")
+    except (ImportError, ValueError) as e:
+        if isinstance(e, ImportError) or str(e).startswith("config file"):
+            raise
+        raise ValueError(f"config file {path!r} is not valid {suffix[1:].upper()}: {e}") from None
+    except Exception as e:  # yaml.YAMLError and friends
+        msg = " ".join(str(e).split())
+        raise ValueError(f"config file {path!r} is not valid {suffix[1:].upper()}: {msg}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path!r} must hold a mapping of options")
+    return data
+
+
+def _from_file(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    raw = read_config_file(path)
+    values, model_options = {}, {}
+    model = raw.get("model")
+    if isinstance(model, dict):  # model: {name: mlp, hidden: [...], ...}
+        model = dict(model)
+        raw["model"] = model.pop("name", None)
+        for key, value in model.items():
+            key = str(key).replace("-", "_")
+            if key in FIT_OPTIONS and FIT_OPTIONS[key][1] == "model":
+                raw[key] = value
+            else:
+                model_options[key] = value
+    for key, value in raw.items():
+        name = str(key).replace("-", "_")
+        if value is None:
+            continue
+        if name not in FIT_OPTIONS:
+            known = ", ".join(sorted(FIT_OPTIONS))
+            raise ValueError(f"config file {path!r}: unknown option {key!r} (options: {known})")
+        try:
+            values[name] = FIT_OPTIONS[name][0](value)
+        except argparse.ArgumentTypeError as e:
+            raise ValueError(f"config file {path!r}: option {key!r}: {e}") from None
+    return values, model_options
+
+
+def fit_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Merge a config file and the command line into the settings of ``fit``."""
+    from .pipeline import ModelSpec
+
+    values, model_options = _from_file(args.config) if args.config else ({}, {})
+    values.update({k: getattr(args, k) for k in FIT_OPTIONS if getattr(args, k) is not None})
+    for item in args.model_option:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"--model-option expects KEY=VALUE, got {item!r}")
+        try:
+            model_options[key.strip().replace("-", "_")] = json.loads(text)
+        except json.JSONDecodeError:
+            model_options[key.strip().replace("-", "_")] = text
+    if not values.get("data"):
+        raise ValueError("no training data: pass --data (a built-in name or a .npz/.csv file)")
+    if not args.out:
+        raise ValueError("no output file: pass --out MODEL_FILE")
+    for key, value in values.items():
+        if FIT_OPTIONS[key][1] == "model":
+            model_options[key] = value
+    model = values.get("model", "mlp")
+    if model == "convnet" and isinstance(model_options.get("hidden"), list):
+        hidden = model_options["hidden"]
+        if len(hidden) != 1:
+            raise ValueError(f"convnet takes one hidden width, got {hidden}")
+        model_options["hidden"] = hidden[0]
+    train = {k: v for k, v in values.items() if FIT_OPTIONS[k][1] == "train"}
+    data = {k: v for k, v in values.items() if FIT_OPTIONS[k][1] == "data"}
+    data = {
+        "seed": data.pop("split_seed", 0),
+        "val_fraction": 0.1,
+        "test_fraction": 0.2,
+        "label_column": -1,
+        **data,
+    }
+    return {
+        "spec": ModelSpec(model, model_options),
+        "method": values.get("method", "fn3"),
+        "rest": (train, data),
+        "data": values["data"],
+        "init_from": values.get("init_from"),
+        "out": args.out,
+        "force": args.force,
+    }
+
+
+# ----------------------------------------------------------------------------- other commands
+
+
+def add_model_data(p: argparse.ArgumentParser, split: str) -> None:
+    p.add_argument("checkpoint", help="trained model file (from 'bayes-nest fit')")
+    p.add_argument("--data", required=True, help="built-in name or .npz/.csv file")
+    p.add_argument(
+        "--split",
+        default=split,
+        choices=("train", "val", "test", "all"),
+        help=f"split of the data (the model's own split; 'all': every example of a "
+        f"new file; default {split})",
+    )
+    p.add_argument("--label-column", type=column, help="label column of a CSV file")
+
+
+def data_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {} if args.label_column is None else {"label_column": args.label_column}
+
+
+def add_selection(p: argparse.ArgumentParser, multiple: bool) -> None:
+    action = "append" if multiple else "store"
+    p.add_argument(
+        "--subnet",
+        type=subnet,
+        action=action,
+        help="sub-network AXIS=COUNT,... (or a JSON object or .json file)"
+        + (" (repeatable)" if multiple else ""),
+    )
+    p.add_argument("--front", help="front JSON file (from 'bayes-nest search')")
+    p.add_argument(
+        "--budget",
+        type=budget,
+        action=action,
+        help="cost budget (units of the front's cost, or a share such as 25%%)"
+        + (" (repeatable)" if multiple else ""),
+    )
+
+
+def add_search_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cost",
+        default="macs",
+        choices=("macs", "params", "weight_bits", "bitops"),
+        help="cost metric (default macs)",
+    )
+    p.add_argument(
+        "--score",
+        default="accuracy",
+        choices=("accuracy", "nll", "ece-penalised"),
+        help="score to maximise (default accuracy; nll is negated; ece-penalised is "
+        "accuracy - weight * ECE)",
+    )
+    p.add_argument(
+        "--ece-weight",
+        type=nonneg_float,
+        default=1.0,
+        help="weight of the ECE in the ece-penalised score (default 1)",
+    )
+    p.add_argument("--samples", type=positive_int, help="posterior samples (BNNN)")
+
+
+def selected_configs(args: argparse.Namespace, model: Any) -> list[tuple[str, dict[str, int]]]:
+    """The sub-networks a command should use, as ``(label, config)`` pairs: given ones
+    (``--subnet``), the front's best for each ``--budget``, or the full network."""
+    from .subnet import validate_config
+
+    subnets = args.subnet if isinstance(args.subnet, list) else [args.subnet] * bool(args.subnet)
+    budgets = args.budget if isinstance(args.budget, list) else [args.budget] * bool(args.budget)
+    if subnets and (args.front or budgets):
+        raise ValueError("give either --subnet or --front with --budget, not both")
+    if budgets and not args.front:
+        raise ValueError("--budget needs --front FRONT_JSON (from 'bayes-nest search')")
+    if args.front and not budgets:
+        raise ValueError("--front needs --budget (cost units, or a share such as 25%)")
+    if subnets:
+        return [("-", validate_config(model.module, s, partial=True)) for s in subnets]
+    if args.front:
+        from .workflow import best_config, read_front
+
+        front = read_front(args.front, model)
+        return [(str(b), best_config(front, b, model)) for b in budgets]
+    return [("full", validate_config(model.module, {}))]

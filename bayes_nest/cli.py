@@ -1,0 +1,271 @@
+"""The ``bayes-nest`` command: the main job (``demo``) and subcommands for work on your own data.
+
+Every subcommand validates its inputs before it writes anything, refuses to overwrite an
+existing output without ``--force``, writes atomically, and reports bad input as one line
+``bayes-nest: error: ...`` with exit status 2 (``--debug`` shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+
+from . import __version__
+from . import _cli_options as opt
+
+__all__ = ["build_parser", "main"]
+
+PROG = "bayes-nest"
+USER_ERRORS = (ValueError, TypeError, KeyError, OSError, ImportError, FloatingPointError)
+
+
+class UsageError(Exception):
+    """Bad command-line input (reported as one line, exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _command(sub, name: str, summary: str, example: str, parents) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=summary,
+        description=summary,
+        epilog="example:\n  " + example.replace("\n", "\n  "),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=parents,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``bayes-nest`` (all subcommands)."""
+    common = _Parser(add_help=False)
+    common.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser = _Parser(
+        prog=PROG,
+        description="Fully nested networks with learned orderings: train once (FN3 or BNNN), "
+        "search the best sub-network for every budget, export it.",
+        epilog="example:\n  bayes-nest demo --quick --out demo-report",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"bayes_nest {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = _command(
+        sub,
+        "demo",
+        "the main job on built-in digits: train both ways, search, report, export",
+        "bayes-nest demo --quick --out demo-report",
+        [common],
+    )
+    p.add_argument("--quick", action="store_true", help="smaller network, fewer epochs (<1 min)")
+    p.add_argument("--out", default="demo-report", help="report folder (default: demo-report)")
+    p.add_argument("--seed", type=opt.integer, default=0, help="random seed (default 0)")
+    p.add_argument("--force", action="store_true", help="replace an existing folder")
+
+    p = _command(
+        sub,
+        "fit",
+        "train a nested network (FN3 or BNNN) and save it",
+        "bayes-nest fit --data digits --model mlp --hidden 128,128 --method bnnn "
+        "--epochs 40 --out bnnn.ckpt\nbayes-nest fit --config fit.toml --out fn3.ckpt",
+        [common],
+    )
+    opt.add_fit_options(p)
+
+    p = _command(
+        sub,
+        "evaluate",
+        "metrics of sub-networks of a trained model",
+        "bayes-nest evaluate fn3.ckpt --data digits --subnet hidden.0=4,hidden.1=4\n"
+        "bayes-nest evaluate fn3.ckpt --data digits --front front.json --budget 25%",
+        [common],
+    )
+    opt.add_model_data(p, split="test")
+    opt.add_selection(p, multiple=True)
+    p.add_argument(
+        "--ood",
+        default="gaussian_noise",
+        type=opt.ood_kind,
+        help="corruption for OOD inputs, or 'none' (default gaussian_noise)",
+    )
+    p.add_argument("--samples", type=opt.positive_int, help="posterior samples (BNNN)")
+    p.add_argument("--json", dest="json_out", help="also write the metrics to this JSON file")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+
+    p = _command(
+        sub,
+        "search",
+        "search the Pareto front of sub-networks (score vs cost)",
+        "bayes-nest search fn3.ckpt --data digits --cost macs --score accuracy --out front.json",
+        [common],
+    )
+    opt.add_model_data(p, split="val")
+    opt.add_search_options(p)
+    p.add_argument("--out", required=True, help="front JSON file to write")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+
+    p = _command(
+        sub,
+        "export",
+        "export a sub-network as a standalone PyTorch model",
+        "bayes-nest export fn3.ckpt --front front.json --budget 20000 --data digits "
+        "--out small.pt --onnx",
+        [common],
+    )
+    p.add_argument("checkpoint", help="trained model file (from 'bayes-nest fit')")
+    opt.add_selection(p, multiple=False)
+    p.add_argument("--data", help="data for batch-norm recalibration (its training split)")
+    p.add_argument("--out", required=True, help="model file to write (.pt)")
+    p.add_argument("--onnx", action="store_true", help="also write an ONNX file next to it")
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+
+    p = _command(
+        sub,
+        "report",
+        "a report folder (Markdown + figures) for trained models",
+        "bayes-nest report fn3.ckpt bnnn.ckpt --data digits --out report",
+        [common],
+    )
+    p.add_argument("checkpoints", nargs="+", help="trained model files (from 'bayes-nest fit')")
+    p.add_argument("--data", required=True, help="built-in name or .npz/.csv file")
+    opt.add_search_options(p)
+    p.add_argument(
+        "--budgets",
+        type=opt.budget_list,
+        default=opt.budget_list("10%,25%,50%,100%"),
+        help="comma-separated budgets (cost units or %% of full; default 10%%,25%%,50%%,100%%)",
+    )
+    p.add_argument("--out", required=True, help="report folder to write")
+    p.add_argument("--force", action="store_true", help="replace an existing folder")
+    return parser
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _fit(args: argparse.Namespace) -> None:
+    from .pipeline import fit, load_model
+
+    settings = opt.fit_settings(args)
+    from .workflow import check_output, load_data
+
+    check_output(settings["out"], settings["force"])
+    spec, method, train, data_info = settings["spec"], settings["method"], *settings["rest"]
+    bundle = load_data(settings["data"], flat=spec.flat, **data_info)
+    init = load_model(settings["init_from"]) if settings.get("init_from") else None
+    info = {"source": str(settings["data"]), **data_info}
+    model = fit(
+        spec, bundle, method, progress=not args.no_progress, data_info=info, init=init, **train
+    )
+    model.save(settings["out"])
+    h = model.history
+    val = h.get("val_accuracy", [float("nan")])[-1] if h.get("val_accuracy") else float("nan")
+    print(
+        f"trained {method} {spec.name} for {train.get('epochs', '?')} epochs on "
+        f"{bundle.name} ({len(bundle.train.y)} examples); validation accuracy {val:.4f}; "
+        f"saved to {settings['out']}"
+    )
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from .pipeline import load_model
+    from .report import config_summary, format_table
+    from .workflow import check_output, data_for, evaluate_config, write_atomic
+
+    if args.json_out:
+        check_output(args.json_out, args.force)
+    model = load_model(args.checkpoint)
+    data = data_for(model, args.data, whole=args.split == "all", **opt.data_kwargs(args))
+    split = data.test if args.split == "all" else getattr(data, args.split)
+    configs = opt.selected_configs(args, model)
+    cost_macs, cost_params = model.cost_model("macs"), model.cost_model("params")
+    rows = []
+    for label, config in configs:
+        scores = evaluate_config(model, split, config, ood=args.ood, num_samples=args.samples)
+        rows.append(
+            {
+                "budget": label,
+                "config": config_summary(model.module, config),
+                "macs": cost_macs(config),
+                "params": cost_params(config),
+                **scores,
+                "subnet": config,
+            }
+        )
+    print(format_table(rows))
+    if args.json_out:
+        payload = {
+            "checkpoint": args.checkpoint,
+            "data": args.data,
+            "split": args.split,
+            "method": model.method,
+            "rows": rows,
+        }
+        write_atomic(args.json_out, json.dumps(payload, indent=2, allow_nan=True) + "\n")
+
+
+def _not_yet(args: argparse.Namespace) -> None:
+    raise UsageError(f"'{args.command}' is not available in this version")
+
+
+COMMANDS = {"fit": _fit, "evaluate": _evaluate}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``bayes-nest`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            build_parser().print_help()
+            return 0
+        with warnings.catch_warnings():
+            if not debug:
+                warnings.showwarning = _show_warning
+            COMMANDS.get(args.command, _not_yet)(args)
+        return 0
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as e:  # --help, --version
+        return int(e.code or 0) if isinstance(e.code, int) else 0
+    except (UsageError, *USER_ERRORS) as e:
+        if debug:
+            raise
+        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug, not bad input: still one line, exit 1
+        if debug:
+            raise
+        print(
+            f"{PROG}: internal error: {type(e).__name__}: {_one_line(e)} (rerun with --debug "
+            "for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error)
+    if isinstance(error, KeyError) and error.args:
+        text = f"missing key {error.args[0]!r}"
+    if isinstance(error, OSError) and error.filename and error.strerror:
+        text = f"{error.strerror}: {error.filename!r}"
+    text = " ".join(text.split()) or type(error).__name__
+    return text
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"{PROG}: warning: {_one_line(Warning(str(message)))}", file=sys.stderr)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,466 @@
+r"""End-to-end workflow: model specs, training in either regime, saved models, uniform prediction.
+
+A :class:`ModelSpec` names a reference architecture and its options; :func:`fit` builds it for a
+:class:`~bayes_nest.data.DataBundle` and trains it with FN3 (ordered dropout, point weights) or as
+a BNNN (variational ordering units and weight posteriors, by SVI). The result, a
+:class:`TrainedModel`, remembers everything needed to use it again: the spec, the weights (or
+variational parameters), the input standardization, the class names and the training options.
+:meth:`TrainedModel.save` writes it as one verified checkpoint and :func:`load_model` reads it
+back. :meth:`TrainedModel.predict` returns class probabilities of shape ``(S, N, K)`` for both
+regimes (``S = 1`` for FN3, ``S`` posterior draws for a BNNN), so everything downstream
+(metrics, search, reports) treats them alike.
+
+Examples
+--------
+>>> from bayes_nest.data import load_dataset
+>>> from bayes_nest.pipeline import ModelSpec, fit, load_model
+>>> data = load_dataset("digits")
+>>> model = fit(ModelSpec("mlp", {"hidden": [64, 64], "groups": 8}), data, "fn3", epochs=5)
+>>> probs = model.predict(data.test.x, {"hidden.0": 4, "hidden.1": 4})  # (1, N, 10)
+>>> model.save("digits.ckpt")
+>>> same = load_model("digits.ckpt")
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import DataBundle
+from .infer import fit_fn3, predict_probs
+from .infer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .models import MLP, VGG, ConvNet, ResNet, ResNeXt
+from .subnet import CostModel, validate_config
+
+__all__ = [
+    "CHECKPOINT_KIND",
+    "METHODS",
+    "MODELS",
+    "ModelSpec",
+    "TrainedModel",
+    "build_model",
+    "fit",
+    "load_model",
+]
+
+CHECKPOINT_KIND = "bayes_nest.model"
+METHODS = ("fn3", "bnnn")
+_FORMAT = 1
+
+
+def _mlp(shape: tuple[int, ...], k: int, kw: dict[str, Any]) -> nn.Module:
+    return MLP(int(np.prod(shape)), kw.pop("hidden", [128, 128]), k, **kw)
+
+
+def _conv(cls: type) -> Any:
+    def build(shape: tuple[int, ...], k: int, kw: dict[str, Any]) -> nn.Module:
+        if len(shape) != 3:
+            raise ValueError(
+                f"model {cls.__name__} needs image inputs of shape (C, H, W); the data have "
+                f"example shape {shape} (use --model mlp, or a built-in set loaded as images)"
+            )
+        return cls(num_classes=k, in_channels=shape[0], **kw)
+
+    return build
+
+
+MODELS = {
+    "mlp": _mlp,
+    "convnet": _conv(ConvNet),
+    "resnet": _conv(ResNet),
+    "resnext": _conv(ResNeXt),
+    "vgg": _conv(VGG),
+}
+"""Reference architectures by name; each is built for an input shape and a number of classes."""
+
+
+@dataclass
+class ModelSpec:
+    """A reference architecture and its keyword options.
+
+    Attributes
+    ----------
+    name : {"mlp", "convnet", "resnet", "resnext", "vgg"}
+    options : dict
+        Keyword arguments of the model class other than its input and output sizes, e.g.
+        ``{"hidden": [128, 128], "groups": 16}`` for the MLP (see :mod:`bayes_nest.models`).
+    """
+
+    name: str = "mlp"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.name not in MODELS:
+            raise ValueError(f"unknown model {self.name!r}; choose one of {sorted(MODELS)}")
+        if not isinstance(self.options, Mapping):
+            raise TypeError(f"model options must be a mapping, got {type(self.options).__name__}")
+        self.options = {str(k).replace("-", "_"): v for k, v in self.options.items()}
+
+    @property
+    def flat(self) -> bool:
+        """Whether the model takes flat feature vectors (built-in sets are loaded accordingly)."""
+        return self.name == "mlp"
+
+
+def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Build ``spec`` for examples of ``input_shape`` and ``num_classes`` classes, and check with
+    a dry forward pass of one example that it accepts such inputs.
+
+    Raises
+    ------
+    ValueError
+        For unknown or bad options, or an input shape the architecture cannot take.
+    """
+    try:
+        module = MODELS[spec.name](tuple(input_shape), int(num_classes), dict(spec.options))
+    except TypeError as e:  # an unknown keyword
+        raise ValueError(f"bad options for model {spec.name!r}: {e}") from None
+    module.eval()
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros(2, *input_shape))
+    except (RuntimeError, ValueError) as e:
+        msg = str(e).splitlines()[0]
+        raise ValueError(
+            f"model {spec.name!r} cannot take inputs of shape {tuple(input_shape)}: {msg}"
+        ) from None
+    if tuple(out.shape) != (2, num_classes):
+        raise ValueError(f"model {spec.name!r} returned shape {tuple(out.shape)} for 2 examples")
+    return module.train()
+
+
+@dataclass
+class TrainedModel:
+    """A trained nested network with everything needed to use it again.
+
+    Attributes
+    ----------
+    method : {"fn3", "bnnn"}
+    spec : ModelSpec
+    module : nn.Module
+        The nested network (for a BNNN: its network with Bayesian layers).
+    input_shape : tuple of int
+    num_classes : int
+    mean, std : Tensor
+        Input standardization of the training data, broadcastable to ``input_shape``.
+    class_names : tuple of str
+    options : dict
+        Training options (epochs, learning rate, keep probability, ...).
+    history : dict
+        Per-epoch training record.
+    data : dict
+        Where the training data came from (``source``, split ``seed`` and fractions).
+    bnnn : object or None
+        The BNNN wrapper (posterior over masks and weights) of a BNNN model.
+    """
+
+    method: str
+    spec: ModelSpec
+    module: nn.Module
+    input_shape: tuple[int, ...]
+    num_classes: int
+    mean: torch.Tensor
+    std: torch.Tensor
+    class_names: tuple[str, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+    history: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    bnnn: Any = None
+
+    # ------------------------------------------------------------------ prediction
+    def check_inputs(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        """``x`` as float32 of shape ``(N, *input_shape)``; a clear error otherwise."""
+        x = torch.as_tensor(x, dtype=torch.float32)
+        if tuple(x.shape[1:]) != tuple(self.input_shape):
+            raise ValueError(
+                f"{name} has example shape {tuple(x.shape[1:])}, but the model was trained on "
+                f"examples of shape {tuple(self.input_shape)}"
+            )
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
+        return x
+
+    def predict(
+        self,
+        x: torch.Tensor,
+        config: Mapping[str, int] | None = None,
+        *,
+        num_samples: int | None = None,
+    ) -> torch.Tensor:
+        """Class probabilities of sub-network ``config`` (``None``: full) on standardized inputs.
+
+        Returns
+        -------
+        Tensor, shape ``(S, N, K)``
+            ``S = 1`` for FN3; ``S = num_samples`` posterior draws (default: the training
+            option ``predict_samples``) for a BNNN.
+        """
+        x = self.check_inputs(x)
+        config = validate_config(self.module, {} if config is None else config)
+        if self.method == "fn3":
+            return predict_probs(self.module, x, config).unsqueeze(0)
+        s = int(num_samples or self.options.get("predict_samples", 16))
+        return _bnnn_predict(self.bnnn, x, config, s)
+
+    def cost_model(self, metric: str = "macs") -> CostModel:
+        """Cost of a config of this network under ``metric`` (see :mod:`bayes_nest.subnet`)."""
+        return CostModel(self.module, metric, self.input_shape)
+
+    # ------------------------------------------------------------------ persistence
+    def payload(self) -> dict[str, Any]:
+        """The checkpoint payload (tensors and plain containers only)."""
+        state = self.bnnn.state_dict() if self.bnnn is not None else self.module.state_dict()
+        return {
+            "format": _FORMAT,
+            "method": self.method,
+            "spec": {"name": self.spec.name, "options": _plain(self.spec.options)},
+            "state": state,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "mean": self.mean,
+            "std": self.std,
+            "class_names": list(self.class_names),
+            "options": _plain(self.options),
+            "history": _plain(self.history),
+            "data": _plain(self.data),
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model atomically to ``path`` as a verified checkpoint."""
+        save_checkpoint(path, self.payload(), kind=CHECKPOINT_KIND)
+
+
+def _plain(obj: Any) -> Any:
+    """JSON-like copy: tuples to lists, numpy scalars to Python numbers."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+# ----------------------------------------------------------------------------- training
+
+FN3_DEFAULTS = {
+    "epochs": 30,
+    "batch_size": 128,
+    "lr": 3e-3,
+    "weight_decay": 0.0,
+    "keep_prob": 0.9,
+    "distribution": "geometric",
+    "sandwich": "full",
+    "seed": 0,
+}
+BNNN_DEFAULTS = {
+    "epochs": 40,
+    "batch_size": 128,
+    "lr": 1e-2,
+    "keep_prob": 0.9,
+    "init_keep_prob": 0.95,
+    "temperature": 0.5,
+    "prior_scale": 1.0,
+    "kl_scale": 1.0,
+    "predict_samples": 16,
+    "seed": 0,
+}
+
+
+def _options(method: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    defaults = FN3_DEFAULTS if method == "fn3" else BNNN_DEFAULTS
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ValueError(
+            f"unknown training option {unknown[0]!r} for method {method!r}; "
+            f"options: {sorted(defaults)}"
+        )
+    return {**defaults, **{k: v for k, v in given.items() if v is not None}}
+
+
+def fit(
+    spec: ModelSpec,
+    bundle: DataBundle,
+    method: str = "fn3",
+    *,
+    progress: bool = True,
+    data_info: Mapping[str, Any] | None = None,
+    init: TrainedModel | None = None,
+    **options: Any,
+) -> TrainedModel:
+    """Build ``spec`` for ``bundle`` and train it on ``bundle.train`` with ``method``.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+    bundle : DataBundle
+        Standardized data; its statistics are stored with the model.
+    method : {"fn3", "bnnn"}
+    progress : bool
+        Progress bar during training.
+    data_info : mapping, optional
+        How the data were loaded (``source``, ``seed``, ``val_fraction``, ``test_fraction``,
+        ...; the keyword arguments of :func:`load_data`), stored so that :func:`data_for` can
+        load the same splits again.
+    init : TrainedModel, optional
+        Start from this model's weights (same spec and data shapes), e.g. a BNNN whose
+        posterior means start at a trained FN3 network.
+    **options
+        Training options; FN3: ``epochs``, ``batch_size``, ``lr``, ``weight_decay``,
+        ``keep_prob``, ``distribution``, ``sandwich``, ``seed`` (defaults in
+        :data:`FN3_DEFAULTS`); BNNN: :data:`BNNN_DEFAULTS`.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    if not isinstance(bundle, DataBundle):
+        raise TypeError(f"bundle must be a DataBundle, got {type(bundle).__name__}")
+    opts = _options(method, options)
+    torch.manual_seed(int(opts["seed"]))
+    module = build_model(spec, bundle.input_shape, bundle.num_classes)
+    if init is not None:
+        _warm_start(module, init, spec, bundle)
+    model = TrainedModel(
+        method=method,
+        spec=spec,
+        module=module,
+        input_shape=tuple(bundle.input_shape),
+        num_classes=bundle.num_classes,
+        mean=bundle.mean.clone(),
+        std=bundle.std.clone(),
+        class_names=tuple(bundle.class_names),
+        options=opts,
+        data=dict(data_info) if data_info else {"source": bundle.name, "seed": bundle.seed},
+    )
+    if method == "fn3":
+        optimizer = functools.partial(
+            torch.optim.Adam, lr=float(opts["lr"]), weight_decay=float(opts["weight_decay"])
+        )
+        history = fit_fn3(
+            module,
+            bundle.train,
+            epochs=int(opts["epochs"]),
+            optimizer=optimizer,
+            keep_prob=float(opts["keep_prob"]),
+            distribution=opts["distribution"],
+            sandwich=opts["sandwich"],
+            val=bundle.val,
+            batch_size=int(opts["batch_size"]),
+            seed=int(opts["seed"]),
+            progress=progress,
+        )
+        model.history = history.as_dict()
+    else:
+        model.bnnn, model.history = _bnnn_fit(module, bundle, opts, progress)
+    module.eval()
+    return model
+
+
+def _warm_start(module: nn.Module, init: TrainedModel, spec: ModelSpec, bundle: DataBundle):
+    if not isinstance(init, TrainedModel) or init.method != "fn3":
+        raise ValueError("init must be a trained FN3 model (method 'fn3')")
+    same = (init.spec.name, init.spec.options, init.input_shape, init.num_classes) == (
+        spec.name,
+        spec.options,
+        tuple(bundle.input_shape),
+        bundle.num_classes,
+    )
+    if not same:
+        raise ValueError(
+            f"init model ({init.spec.name} {init.spec.options}, input {init.input_shape}, "
+            f"{init.num_classes} classes) does not match ({spec.name} {spec.options}, input "
+            f"{tuple(bundle.input_shape)}, {bundle.num_classes} classes)"
+        )
+    module.load_state_dict(init.module.state_dict())
+
+
+def load_model(path: str | os.PathLike) -> TrainedModel:
+    """Read a model written by :meth:`TrainedModel.save`.
+
+    Raises
+    ------
+    CheckpointError
+        Missing, corrupt or foreign file, or weights that do not fit the stored spec.
+    """
+    payload = load_checkpoint(path, kind=CHECKPOINT_KIND)
+    try:
+        if payload["format"] > _FORMAT:
+            raise CheckpointError(f"{path} was written by a newer bayes_nest (format {_FORMAT})")
+        spec = ModelSpec(payload["spec"]["name"], dict(payload["spec"]["options"]))
+        shape = tuple(int(s) for s in payload["input_shape"])
+        k = int(payload["num_classes"])
+        method = payload["method"]
+        module = build_model(spec, shape, k)
+        model = TrainedModel(
+            method=method,
+            spec=spec,
+            module=module,
+            input_shape=shape,
+            num_classes=k,
+            mean=payload["mean"],
+            std=payload["std"],
+            class_names=tuple(payload["class_names"]),
+            options=dict(payload["options"]),
+            history=dict(payload["history"]),
+            data=dict(payload["data"]),
+        )
+        if method == "fn3":
+            module.load_state_dict(payload["state"])
+        elif method == "bnnn":
+            model.bnnn = _bnnn_restore(module, model.options, payload["state"])
+        else:
+            raise CheckpointError(f"{path} holds a model trained by unknown method {method!r}")
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path} does not hold a usable bayes_nest model: {msg}") from None
+    module.eval()
+    return model
+
+
+# ----------------------------------------------------------------------------- BNNN glue
+
+
+def _bnnn(module: nn.Module, opts: Mapping[str, Any]) -> Any:
+    from .infer.bnnn import BNNN
+
+    return BNNN(
+        module,
+        prior_keep_prob=float(opts["keep_prob"]),
+        init_keep_prob=float(opts["init_keep_prob"]),
+        temperature=float(opts["temperature"]),
+        prior_scale=opts["prior_scale"],
+        kl_scale=float(opts["kl_scale"]),
+    )
+
+
+def _bnnn_fit(module: nn.Module, bundle: DataBundle, opts: dict, progress: bool):
+    bnnn = _bnnn(module, opts)
+    optimizer = functools.partial(torch.optim.Adam, lr=float(opts["lr"]))
+    history = bnnn.fit(
+        bundle.train,
+        epochs=int(opts["epochs"]),
+        optimizer=optimizer,
+        batch_size=int(opts["batch_size"]),
+        val=bundle.val,
+        progress=progress,
+        seed=int(opts["seed"]),
+    )
+    return bnnn, history.as_dict()
+
+
+def _bnnn_restore(module: nn.Module, opts: dict, state: dict):
+    bnnn = _bnnn(module, {**BNNN_DEFAULTS, **opts})
+    bnnn.load_state_dict(state)
+    return bnnn
+
+
+def _bnnn_predict(bnnn: Any, x: torch.Tensor, config: dict, num_samples: int) -> torch.Tensor:
+    return bnnn.predict(x, config=config, num_samples=num_samples)
