@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -14,35 +15,42 @@ __all__ = ["ConvBranch", "Projection", "Residual"]
 
 def check_int(value: object, name: str, minimum: int = 1) -> int:
     """Return ``value`` if it is an int ``>= minimum``, else raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
+    return int(value)
 
 
 def check_ints(values: Sequence[int], name: str, minimum: int = 1) -> list[int]:
     """Return ``values`` as a non-empty list of ints ``>= minimum``, else raise naming ``name``."""
-    if isinstance(values, int | str) or not isinstance(values, Sequence) or not values:
-        raise ValueError(f"{name} must be a non-empty sequence of ints, got {values!r}")
+    message = f"{name} must be a non-empty sequence of ints, got {values!r}"
+    if isinstance(values, str | bytes | numbers.Number):
+        raise ValueError(message)
+    try:
+        values = list(values)  # tuples, lists, NumPy arrays
+    except TypeError:
+        raise ValueError(message) from None
+    if not values:
+        raise ValueError(message)
     return [check_int(v, f"{name}[{i}]", minimum) for i, v in enumerate(values)]
 
 
-def check_groups(widths: Sequence[int], groups: int, always_on: int, name: str) -> None:
-    """Check ``groups`` and ``always_on`` against every width in ``widths``."""
-    check_int(groups, "groups")
-    check_int(always_on, "always_on", 0)
+def check_groups(widths: Sequence[int], groups: int, always_on: int, name: str) -> tuple[int, int]:
+    """Check ``groups`` and ``always_on`` against every width in ``widths``; return them."""
+    groups = check_int(groups, "groups")
+    always_on = check_int(always_on, "always_on", 0)
     for i, width in enumerate(widths):
         if width % groups:
             raise ValueError(f"groups={groups} must divide every width; {name}[{i}]={width}")
     if always_on > groups:
         raise ValueError(f"always_on must be in [0, groups={groups}], got {always_on}")
+    return groups, always_on
 
 
-def check_bits(bits: int | None) -> None:
+def check_bits(bits: int | None) -> int | None:
     """``bits`` is ``None`` or an int (its range is checked by the quantizer)."""
-    if bits is not None:
-        check_int(bits, "bits")
+    return None if bits is None else check_int(bits, "bits")
 
 
 class Residual(nn.Module):

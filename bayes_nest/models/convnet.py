@@ -53,15 +53,15 @@ class ConvNet(nn.Module):
         bits: int | None = None,
     ) -> None:
         super().__init__()
-        check_int(num_classes, "num_classes")
-        check_int(in_channels, "in_channels")
+        num_classes = check_int(num_classes, "num_classes")
+        in_channels = check_int(in_channels, "in_channels")
         channels = check_ints(channels, "channels")
         widths = list(channels)
         if hidden is not None:
-            check_int(hidden, "hidden")
+            hidden = check_int(hidden, "hidden")
             widths.append(hidden)
-        check_groups(widths, groups, always_on, "channels + [hidden]")
-        check_bits(bits)
+        groups, always_on = check_groups(widths, groups, always_on, "channels + [hidden]")
+        bits = check_bits(bits)
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.channels = tuple(channels)

@@ -52,13 +52,15 @@ class MLP(nn.Module):
     ) -> None:
         super().__init__()
         widths = [hidden] if isinstance(hidden, int) else list(hidden)
-        if not widths or any(not isinstance(w, int) or w < 1 for w in widths):
+        if not widths or any(
+            isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths
+        ):
             raise ValueError(
                 f"hidden must be a positive int or a non-empty list of them, got {hidden!r}"
             )
-        if not isinstance(in_features, int) or in_features < 1:
+        if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features < 1:
             raise ValueError(f"in_features must be a positive int, got {in_features!r}")
-        if not isinstance(out_features, int) or out_features < 1:
+        if isinstance(out_features, bool) or not isinstance(out_features, int) or out_features < 1:
             raise ValueError(f"out_features must be a positive int, got {out_features!r}")
         self.in_features = in_features
         self.out_features = out_features

@@ -106,16 +106,16 @@ class ResNet(nn.Module):
         bits: int | None = None,
     ) -> None:
         super().__init__()
-        check_int(num_classes, "num_classes")
-        check_int(in_channels, "in_channels")
+        num_classes = check_int(num_classes, "num_classes")
+        in_channels = check_int(in_channels, "in_channels")
         widths = check_ints(widths, "widths")
         depths = check_ints(depths, "depths")
         if len(depths) != len(widths):
             raise ValueError(
                 f"depths must have one entry per stage (len(widths)={len(widths)}), got {depths}"
             )
-        check_groups(widths, groups, always_on, "widths")
-        check_bits(bits)
+        groups, always_on = check_groups(widths, groups, always_on, "widths")
+        bits = check_bits(bits)
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.widths = tuple(widths)

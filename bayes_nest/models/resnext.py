@@ -114,23 +114,23 @@ class ResNeXt(nn.Module):
         bits: int | None = None,
     ) -> None:
         super().__init__()
-        check_int(num_classes, "num_classes")
-        check_int(in_channels, "in_channels")
+        num_classes = check_int(num_classes, "num_classes")
+        in_channels = check_int(in_channels, "in_channels")
         widths = check_ints(widths, "widths")
         depths = check_ints(depths, "depths")
         if len(depths) != len(widths):
             raise ValueError(
                 f"depths must have one entry per stage (len(widths)={len(widths)}), got {depths}"
             )
-        check_groups(widths, groups, always_on, "widths")
-        check_int(cardinality, "cardinality")
-        check_int(path_width, "path_width")
-        check_int(paths_always_on, "paths_always_on")
+        groups, always_on = check_groups(widths, groups, always_on, "widths")
+        cardinality = check_int(cardinality, "cardinality")
+        path_width = check_int(path_width, "path_width")
+        paths_always_on = check_int(paths_always_on, "paths_always_on")
         if paths_always_on > cardinality:
             raise ValueError(
                 f"paths_always_on must be in [1, cardinality={cardinality}], got {paths_always_on}"
             )
-        check_bits(bits)
+        bits = check_bits(bits)
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.widths = tuple(widths)

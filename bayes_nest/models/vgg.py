@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -32,8 +33,11 @@ def _resolve_cfg(cfg: str | Sequence[int | str]) -> list[int | str]:
         raise ValueError(f"cfg must be a config name or a non-empty list, got {cfg!r}")
     layers = list(cfg)
     for i, item in enumerate(layers):
-        if item != "M" and (isinstance(item, bool) or not isinstance(item, int) or item < 1):
+        if isinstance(item, str) and item == "M":
+            continue
+        if isinstance(item, bool) or not isinstance(item, numbers.Integral) or item < 1:
             raise ValueError(f"cfg[{i}] must be a positive int or 'M', got {item!r}")
+        layers[i] = int(item)
     if not any(item != "M" for item in layers):
         raise ValueError(f"cfg must contain at least one conv layer, got {cfg!r}")
     return layers
@@ -85,14 +89,16 @@ class VGG(nn.Module):
         bits: int | None = None,
     ) -> None:
         super().__init__()
-        check_int(num_classes, "num_classes")
-        check_int(in_channels, "in_channels")
+        num_classes = check_int(num_classes, "num_classes")
+        in_channels = check_int(in_channels, "in_channels")
         layers = _resolve_cfg(cfg)
-        check_int(head_width, "head_width")
+        head_width = check_int(head_width, "head_width")
         widths = [item for item in layers if item != "M"]
         nested = widths if nest_first else widths[1:]
-        check_groups(nested + [head_width], groups, always_on, "cfg widths + [head_width]")
-        check_bits(bits)
+        groups, always_on = check_groups(
+            nested + [head_width], groups, always_on, "cfg widths + [head_width]"
+        )
+        bits = check_bits(bits)
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.cfg = layers

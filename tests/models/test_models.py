@@ -301,6 +301,10 @@ def test_models_train(name):
         (lambda: VGG(3, 1, "tiny", head_width=20, groups=8), "groups"),
         (lambda: VGG(3, 1, "tiny", groups=0), "groups"),
         (lambda: MLP(4, [8], 2, groups=4, bits=0), "bits"),
+        (lambda: MLP(True, [8], 2), "in_features"),
+        (lambda: ResNet(3, 1, "ab"), "widths"),
+        (lambda: ResNet(3, 1, 8), "widths"),
+        (lambda: ConvNet(3, 1, (4, 8), groups=2.0), "groups"),
     ],
 )
 def test_model_validation_names_the_argument(factory, word):
@@ -315,3 +319,12 @@ def test_models_accept_always_on_zero():
     with torch.no_grad(), use(model, smallest(model)):
         out = model(x)
     torch.testing.assert_close(out, model.head.bias.expand(2, 3))
+
+
+def test_numpy_integers_are_accepted():
+    import numpy as np
+
+    model = ResNet(np.int64(3), 1, np.array([4, 8]), (1, 1), groups=np.int64(2))
+    assert model.widths == (4, 8) and axes(model)["stages.0.width"].size == 2
+    vgg = VGG(3, 1, [np.int64(8), "M", 16], head_width=8, groups=2)
+    assert vgg.cfg == [8, "M", 16]
