@@ -43,6 +43,12 @@ __all__ = ["ExponentialTemperature", "VariationalOrderingUnit", "resolve_tempera
 Temperature = float | Callable[[int], float]
 
 
+def _log_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    # -softplus(-x) equals logsigmoid(x); torch's CPU logsigmoid kernel always opens a parallel
+    # region, which stalls for milliseconds on a loaded machine even for a handful of values.
+    return -F.softplus(-x)
+
+
 def _positive(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a positive float, got {value!r}")
@@ -150,7 +156,7 @@ class VariationalOrderingUnit(nn.Module):
 
     def keep_marginals(self) -> torch.Tensor:
         r""":math:`P(b \ge k) = \beta_1 \cdots \beta_k` for the orderable blocks, shape ``(D,)``."""
-        return torch.exp(torch.cumsum(F.logsigmoid(self.keep_logits), -1))
+        return torch.exp(torch.cumsum(_log_sigmoid(self.keep_logits), -1))
 
     def block_marginals(self) -> torch.Tensor:
         """Keep marginals of every block of the axis, ones for always-on blocks, ``(size,)``."""
@@ -158,8 +164,8 @@ class VariationalOrderingUnit(nn.Module):
 
     def keep_count_log_probs(self) -> torch.Tensor:
         r""":math:`\log q_b`, :math:`b = 0..D`, shape ``(D+1,)``."""
-        log_keep = F.logsigmoid(self.keep_logits)
-        log_drop = F.logsigmoid(-self.keep_logits)
+        log_keep = _log_sigmoid(self.keep_logits)
+        log_drop = _log_sigmoid(-self.keep_logits)
         head = torch.cat([log_keep.new_zeros(1), torch.cumsum(log_keep, -1)])
         tail = torch.cat([log_drop, log_drop.new_zeros(1)])
         return head + tail

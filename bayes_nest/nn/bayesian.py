@@ -24,7 +24,7 @@ Prior scale. ``prior_scale`` is a float :math:`s` (default 1), or ``"radford"``
 (:math:`s = 1/\sqrt{\text{fan-in}}`) or ``"kaiming"`` (:math:`s = \sqrt{2/\text{fan-in}}`),
 layer-wise scales that keep the prior's pre-activations at unit scale.
 
-Nesting. :func:`weight_kl_terms` returns, per Bayesian layer, the KL of its weight posterior with
+Nesting. :func:`bayes_nest.infer.bnnn_kl.weight_kl_terms` returns, per Bayesian layer, the KL of its weight posterior with
 each output block's term weighted by that block's keep marginal (BNNN, DESIGN §2):
 
 .. math:: \sum_k P(b \ge k)\, \mathrm{KL}(q(W_k) \,\|\, p(W_k)),
@@ -44,18 +44,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .axis import axis_owners
-
 __all__ = [
     "BayesianConv2d",
     "BayesianLayer",
     "BayesianLinear",
-    "bayesian_layers",
     "deterministic_weights",
     "normal_kl",
+    "pinned_weights",
     "resolve_prior_scale",
     "to_bayesian_",
-    "weight_kl_terms",
 ]
 
 _VAR_FLOOR = 1e-12  # added to the pre-activation variance before the square root
@@ -134,6 +131,8 @@ class BayesianLayer(nn.Module):
     bias_loc, bias_rho : Parameter of shape ``(out,)`` or None
     stochastic : bool
         Draw pre-activations from the posterior (default) or use the posterior mean weights.
+    pinned : tuple or None
+        Fixed ``(weight, bias)`` values that override both (see :func:`pinned_weights`).
     """
 
     def __init__(
@@ -162,6 +161,7 @@ class BayesianLayer(nn.Module):
         bound = 1.0 / math.sqrt(fan_in)  # nn.Linear / nn.Conv2d default range
         nn.init.uniform_(self.weight_loc, -bound, bound)
         self.stochastic = True
+        self.pinned: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     _channel_first = False
 
@@ -241,7 +241,8 @@ class BayesianLayer(nn.Module):
 
         Stochastic mode draws the pre-activations by local reparameterization; with a
         ``weight_transform`` (e.g. a weight quantizer, which needs an actual weight) one weight
-        tensor is drawn instead and transformed. Deterministic mode uses the posterior means.
+        tensor is drawn instead and transformed. Deterministic mode uses the posterior means;
+        pinned weights (:func:`pinned_weights`) take precedence over both.
         """
         dim = 1 if self._channel_first else -1
         width = x.shape[dim]
@@ -251,8 +252,10 @@ class BayesianLayer(nn.Module):
                 f"more than {self._in_dim()}"
             )
         o = out_units
-        if not self.stochastic or weight_transform is not None:
-            if self.stochastic:
+        if self.pinned is not None or not self.stochastic or weight_transform is not None:
+            if self.pinned is not None:
+                weight, bias = self.pinned
+            elif self.stochastic:
                 weight, bias = self.sample_weight()
             else:
                 weight, bias = self.weight_loc, self.bias_loc
@@ -423,67 +426,6 @@ def to_bayesian_(
     return [path for path, _ in targets]
 
 
-# ---------------------------------------------------------------------------- nested KL
-
-
-def bayesian_layers(module: nn.Module) -> list[tuple[str, BayesianLayer, str | None, int]]:
-    """Every Bayesian layer of ``module`` with the axis whose blocks it feeds.
-
-    Returns
-    -------
-    list of ``(path, layer, axis_name, block_size)``
-        ``axis_name`` is the width axis of the nested layer whose ``.affine`` this is (its output
-        units form ``block_size``-unit blocks), or None for layers outside a width layer.
-    """
-    owners = {}
-    for name, owner in axis_owners(module):
-        affine = getattr(owner, "affine", None)
-        if owner.axis_kind == "width" and isinstance(affine, BayesianLayer):
-            owners[id(affine)] = (name, owner.axis_block_size)
-    found = []
-    for path, sub in module.named_modules():
-        if isinstance(sub, BayesianLayer):
-            axis, block = owners.get(id(sub), (None, 1))
-            found.append((path, sub, axis, block))
-    return found
-
-
-def weight_kl_terms(
-    module: nn.Module, block_marginals: Mapping[str, torch.Tensor] | None = None
-) -> dict[str, torch.Tensor]:
-    r"""Keep-weighted weight KL of every Bayesian layer.
-
-    Parameters
-    ----------
-    module : nn.Module
-    block_marginals : mapping axis name -> Tensor of shape ``(size,)``, optional
-        :math:`P(b \ge k)` for every block of the axis (ones for always-on blocks), e.g. the
-        posterior keep marginals of the axis's variational ordering unit. Axes not given (and
-        layers without an axis) get weight 1.
-
-    Returns
-    -------
-    dict path -> scalar Tensor
-        :math:`\sum_k P(b \ge k) \sum_{i \in \text{block } k} \mathrm{KL}_i` per layer.
-    """
-    block_marginals = block_marginals or {}
-    terms = {}
-    for path, layer, axis, block_size in bayesian_layers(module):
-        per_unit = layer.kl_per_output()
-        weights = block_marginals.get(axis) if axis is not None else None
-        if weights is None:
-            terms[path] = per_unit.sum()
-            continue
-        per_block = per_unit.reshape(-1, block_size).sum(-1)
-        if per_block.shape != weights.shape:
-            raise ValueError(
-                f"axis {axis!r}: block marginals have shape {tuple(weights.shape)}, layer "
-                f"{path!r} has {per_block.shape[0]} blocks"
-            )
-        terms[path] = (weights.to(per_block.dtype) * per_block).sum()
-    return terms
-
-
 @contextlib.contextmanager
 def deterministic_weights(module: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
     """Context manager: Bayesian layers of ``module`` use their posterior mean weights."""
@@ -496,3 +438,35 @@ def deterministic_weights(module: nn.Module, enabled: bool = True) -> Iterator[n
     finally:
         for layer, flag in zip(layers, previous, strict=True):
             layer.stochastic = flag
+
+
+@contextlib.contextmanager
+def pinned_weights(
+    module: nn.Module, weights: Mapping[str, tuple[torch.Tensor, torch.Tensor | None]]
+) -> Iterator[nn.Module]:
+    """Context manager: the named Bayesian layers use fixed ``(weight, bias)`` values.
+
+    Parameters
+    ----------
+    module : nn.Module
+    weights : mapping layer path -> (weight, bias)
+        E.g. one posterior draw per layer from :meth:`BayesianLayer.sample_weight`; shapes must be
+        the layer's full weight and bias shapes.
+    """
+    layers = {path: sub for path, sub in module.named_modules() if isinstance(sub, BayesianLayer)}
+    for path, (w, _b) in weights.items():
+        if path not in layers:
+            raise ValueError(f"no Bayesian layer {path!r}; Bayesian layers: {sorted(layers)}")
+        if w.shape != layers[path].weight_loc.shape:
+            raise ValueError(
+                f"layer {path!r}: pinned weight has shape {tuple(w.shape)}, expected "
+                f"{tuple(layers[path].weight_loc.shape)}"
+            )
+    previous = {path: layer.pinned for path, layer in layers.items()}
+    try:
+        for path, value in weights.items():
+            layers[path].pinned = (value[0], value[1])
+        yield module
+    finally:
+        for path, layer in layers.items():
+            layer.pinned = previous[path]
