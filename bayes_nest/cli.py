@@ -211,11 +211,36 @@ def _evaluate(args: argparse.Namespace) -> None:
         write_atomic(args.json_out, json.dumps(payload, indent=2, allow_nan=True) + "\n")
 
 
+def _export(args: argparse.Namespace) -> None:
+    from .pipeline import load_model
+    from .report import config_summary
+    from .workflow import check_output, data_for, export_paths, export_subnet
+
+    for path in export_paths(args.out, args.onnx).values():
+        check_output(path, args.force)
+    model = load_model(args.checkpoint)
+    ((label, config),) = opt.selected_configs(args, model)
+    calibration = data_for(model, args.data).train if args.data else None
+    paths = export_subnet(
+        model,
+        config,
+        args.out,
+        calibration=calibration,
+        onnx=args.onnx,
+        force=args.force,
+        progress=not args.no_progress,
+    )
+    print(
+        f"exported {config_summary(model.module, config)} "
+        f"({model.cost_model('macs')(config):,.0f} MACs) to {', '.join(paths.values())}"
+    )
+
+
 def _not_yet(args: argparse.Namespace) -> None:
     raise UsageError(f"'{args.command}' is not available in this version")
 
 
-COMMANDS = {"fit": _fit, "evaluate": _evaluate}
+COMMANDS = {"fit": _fit, "evaluate": _evaluate, "export": _export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -120,8 +120,8 @@ def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int)
     """
     try:
         module = MODELS[spec.name](tuple(input_shape), int(num_classes), dict(spec.options))
-    except TypeError as e:  # an unknown keyword
-        raise ValueError(f"bad options for model {spec.name!r}: {e}") from None
+    except (TypeError, ValueError) as e:  # an unknown keyword, a bad size
+        raise ValueError(f"bad options for model {spec.name!r} {spec.options}: {e}") from None
     module.eval()
     try:
         with torch.no_grad():
