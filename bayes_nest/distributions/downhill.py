@@ -173,26 +173,28 @@ class Downhill(TorchDistribution):
         return math.lgamma(n) + (n - 1) * self.temperature.log()
 
     # ------------------------------------------------------------------ sampling
-    def _rsample_simplex_tails(self, sample_shape: _ShapeLike) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the relaxed mask ``m`` and the winning index ``argmax y`` of one Concrete draw.
+    def _rsample_scores(self, sample_shape: _ShapeLike) -> torch.Tensor:
+        """Gumbel-perturbed scores ``(log q + g) / tau`` in reversed order ``k = D..0``.
 
-        The Gumbel scores are drawn in reversed order (``k = D..0``; the noise is i.i.d., so the
-        law is unchanged) so that one cumulative sum yields the tails ``sum_{k >= i} y_k``.
+        The Gumbel noise is i.i.d., so reversing the order leaves the law unchanged and lets one
+        cumulative sum produce the tails ``sum_{k >= i} y_k``.
         """
         log_q = self.index_distribution.logits
         shape = self._extended_shape(sample_shape)[:-1] + (self.num_blocks + 1,)
         uniform = torch.rand(shape, dtype=log_q.dtype, device=log_q.device)
-        tiny = torch.finfo(log_q.dtype).tiny
-        gumbel = -(-uniform.clamp_(min=tiny).log()).log()
-        scores = (log_q.flip(-1) + gumbel) / self._event_temperature
-        y = torch.softmax(scores, dim=-1).double().clamp(min=_simplex_floor(log_q.dtype))
-        tails = (y / y.sum(-1, keepdim=True)).cumsum(-1)[..., :-1].flip(-1).to(log_q.dtype)
-        winner = self.num_blocks - scores.argmax(-1)
-        return tails, winner
+        gumbel = -(-uniform.clamp_(min=torch.finfo(log_q.dtype).tiny).log()).log()
+        return (log_q.flip(-1) + gumbel) / self._event_temperature
+
+    def _tails(self, reversed_scores: torch.Tensor) -> torch.Tensor:
+        """Relaxed mask ``m_i = sum_{k >= i} y_k`` from reversed scores (see class notes)."""
+        log_y = reversed_scores - reversed_scores.logsumexp(-1, keepdim=True)
+        y = log_y.exp().clamp(min=_simplex_floor(log_y.dtype))
+        tails = y.cumsum(-1, dtype=torch.float64)
+        return (tails[..., :-1] / tails[..., -1:]).to(log_y.dtype).flip(-1)
 
     def rsample(self, sample_shape: _ShapeLike = ()) -> torch.Tensor:
         """Reparameterised draw of shape ``sample_shape + batch + (D,)``."""
-        return self._rsample_simplex_tails(sample_shape)[0]
+        return self._tails(self._rsample_scores(sample_shape))
 
     # ------------------------------------------------------------------ scoring
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:

@@ -50,7 +50,9 @@ class DownhillStraightThrough(Downhill):
 
     def rsample(self, sample_shape: _ShapeLike = ()) -> torch.Tensor:
         """Hard masks of shape ``sample_shape + batch + (D,)`` with relaxed gradients."""
-        relaxed, counts = self._rsample_simplex_tails(sample_shape)
+        scores = self._rsample_scores(sample_shape)
+        relaxed = self._tails(scores)
+        counts = self.num_blocks - scores.argmax(-1)
         hard = hard_mask(counts, self.num_blocks, dtype=relaxed.dtype)
         value = hard + (relaxed - relaxed.detach())  # exactly `hard` forward
         value._relaxed = relaxed
