@@ -1,0 +1,210 @@
+r"""Scores for the search: objectives on validation predictions, and a cached evaluator.
+
+An *objective* maps predictions and labels to a number, higher is better:
+
+``"accuracy"``
+    Top-1 accuracy.
+``"neg_nll"``
+    :math:`-\mathrm{NLL}` (negative log-likelihood in nats, negated).
+``"ece_penalized"``
+    :math:`\mathrm{acc} - \lambda\,\mathrm{ECE}` (uncertainty-aware selection; ``lam``).
+``"ece_capped"``
+    Accuracy if :math:`\mathrm{ECE} \le` ``max_ece``, else :math:`-\mathrm{ECE}`: every
+    sub-network over the ECE ceiling scores below every one under it.
+
+Predictions are probabilities ``(N, K)`` or per posterior sample ``(S, N, K)`` (averaged in
+probability space first, as in :mod:`bayes_nest.metrics`).
+
+:class:`Evaluator` turns a model and validation data into ``score(config)`` for the searches: it
+runs the module under :func:`~bayes_nest.subnet.use` (or a user ``predict`` function, e.g.
+Monte Carlo predictions of a Bayesian network), optionally recalibrates batch-norm for every
+config first, and caches scores.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import metrics
+from ..subnet._trace import eval_mode
+from ..subnet.config import use, validate_config
+from ..subnet.recalibrate import recalibrate_batchnorm
+
+__all__ = ["OBJECTIVES", "Evaluator", "make_objective"]
+
+Objective = Callable[[torch.Tensor, torch.Tensor], float]
+OBJECTIVES = ("accuracy", "neg_nll", "ece_penalized", "ece_capped")
+
+
+def make_objective(
+    name: str | Objective = "accuracy",
+    *,
+    lam: float = 1.0,
+    max_ece: float = 0.05,
+    n_bins: int = 15,
+) -> Objective:
+    """The objective ``(probs, labels) -> float`` called ``name`` (see the module docstring).
+
+    A callable ``name`` is returned unchanged.
+    """
+    if callable(name):
+        return name
+    if name not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES} or a callable, got {name!r}")
+    if isinstance(lam, bool) or not isinstance(lam, int | float) or lam < 0:
+        raise ValueError(f"lam must be a non-negative number, got {lam!r}")
+    if isinstance(max_ece, bool) or not isinstance(max_ece, int | float) or not 0 <= max_ece <= 1:
+        raise ValueError(f"max_ece must be in [0, 1], got {max_ece!r}")
+    if name == "accuracy":
+        return metrics.accuracy
+    if name == "neg_nll":
+        return lambda probs, labels: -metrics.nll(probs, labels)
+
+    def ece(probs: torch.Tensor, labels: torch.Tensor) -> float:
+        return metrics.expected_calibration_error(probs, labels, n_bins=n_bins)
+
+    if name == "ece_penalized":
+        return lambda probs, labels: metrics.accuracy(probs, labels) - lam * ece(probs, labels)
+
+    def capped(probs: torch.Tensor, labels: torch.Tensor) -> float:
+        error = ece(probs, labels)
+        return metrics.accuracy(probs, labels) if error <= max_ece else -error
+
+    return capped
+
+
+def _materialise(data: Any, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches ``(x, y)`` from a pair of tensors or an iterable of pairs."""
+    if (
+        isinstance(data, tuple | list)
+        and len(data) == 2
+        and isinstance(data[0], torch.Tensor)
+        and isinstance(data[1], torch.Tensor)
+    ):
+        x, y = data
+        if len(x) != len(y):
+            raise ValueError(f"data: {len(x)} inputs but {len(y)} labels")
+        return list(zip(x.split(batch_size), y.split(batch_size), strict=True))
+    if not isinstance(data, Iterable):
+        raise TypeError(f"data must be an (x, y) pair or an iterable of batches, got {data!r}")
+    batches = []
+    for batch in data:
+        if not isinstance(batch, tuple | list) or len(batch) < 2:
+            raise ValueError("data must yield (x, y) batches")
+        batches.append((torch.as_tensor(batch[0]), torch.as_tensor(batch[1]).long().reshape(-1)))
+    if not batches:
+        raise ValueError("data holds no batches")
+    return batches
+
+
+class Evaluator:
+    """``score(config) -> float``: an objective on validation predictions of a sub-network.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The nested model.
+    data : (x, y) pair of tensors or iterable of (x, y) batches
+        Validation data (held out from training; not the test set).
+    objective : str or callable
+        A name of :data:`OBJECTIVES` or ``(probs, labels) -> float``.
+    predict : callable, optional
+        ``predict(config, x) -> probs`` of shape ``(B, K)`` or ``(S, B, K)`` (e.g. Monte Carlo
+        predictions of a Bayesian network). Default: softmax of ``module(x)`` under
+        ``use(module, config)`` in eval mode.
+    recalibration_data : optional
+        When given, batch-norm statistics are recalibrated on it for every config before
+        predicting (and the module's statistics restored afterwards).
+    recalibration_batches : int, optional
+        Batches of ``recalibration_data`` used per config.
+    batch_size : int
+        Batch size when ``data`` is a pair of tensors.
+    cache : bool
+        Remember the score of every config.
+    **objective_kwargs
+        ``lam``, ``max_ece``, ``n_bins`` for :func:`make_objective`.
+
+    Attributes
+    ----------
+    evaluations : int
+        Number of configs actually evaluated (cache misses).
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        data: Any,
+        objective: str | Objective = "accuracy",
+        *,
+        predict: Callable[[Mapping[str, int], torch.Tensor], torch.Tensor] | None = None,
+        recalibration_data: Any = None,
+        recalibration_batches: int | None = None,
+        batch_size: int = 512,
+        cache: bool = True,
+        **objective_kwargs: Any,
+    ) -> None:
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
+        if predict is not None and not callable(predict):
+            raise TypeError(f"predict must be a callable (config, x) -> probs, got {predict!r}")
+        self.module = module
+        self.batches = _materialise(data, batch_size)
+        self.labels = torch.cat([y for _, y in self.batches])
+        self.objective = make_objective(objective, **objective_kwargs)
+        self.predict_fn = predict
+        self.recalibration_data = recalibration_data
+        self.recalibration_batches = recalibration_batches
+        self.cache = cache
+        self._scores: dict[tuple, float] = {}
+        self.evaluations = 0
+
+    def _predict_batch(self, config: Mapping[str, int], x: torch.Tensor) -> torch.Tensor:
+        if self.predict_fn is not None:
+            return torch.as_tensor(self.predict_fn(dict(config), x)).float()
+        device = next(iter(self.module.parameters()), torch.empty(0)).device
+        logits = self.module(x.to(device))
+        return torch.softmax(logits.float(), dim=-1).cpu()
+
+    def predictions(self, config: Mapping[str, int]) -> torch.Tensor:
+        """Probabilities of sub-network ``config`` on the validation data, ``(N, K)`` or
+        ``(S, N, K)``."""
+        config = validate_config(self.module, config)
+        saved = None
+        if self.recalibration_data is not None:
+            saved = copy.deepcopy(
+                {
+                    k: v
+                    for k, v in self.module.state_dict().items()
+                    if "running" in k or "num_b" in k
+                }
+            )
+            recalibrate_batchnorm(
+                self.module, self.recalibration_data, config, num_batches=self.recalibration_batches
+            )
+        try:
+            with eval_mode(self.module), torch.no_grad(), use(self.module, config):
+                chunks = [self._predict_batch(config, x) for x, _ in self.batches]
+        finally:
+            if saved is not None:
+                self.module.load_state_dict(saved, strict=False)
+        dim = chunks[0].dim() - 2
+        if dim not in (0, 1):
+            raise ValueError(
+                f"predictions must be (B, K) or (S, B, K), got {tuple(chunks[0].shape)}"
+            )
+        return torch.cat(chunks, dim=dim)
+
+    def __call__(self, config: Mapping[str, int]) -> float:
+        config = validate_config(self.module, config)
+        key = tuple(sorted(config.items()))
+        if self.cache and key in self._scores:
+            return self._scores[key]
+        value = float(self.objective(self.predictions(config), self.labels))
+        self.evaluations += 1
+        self._scores[key] = value
+        return value
