@@ -239,8 +239,10 @@ class Cascade:
                 if value is not None and (best is None or value > best[0]):
                     best = (value, list(thresholds))
         else:
-            current = [c[-1] for c in candidates]  # escalate nothing: stage 0 only
-            best = (objective(current), list(current))
+            # Coordinate ascent from "stage 0 answers everything"; a move sets one threshold
+            # and optionally sends everything it escalates straight to the last stage.
+            current = [math.inf] * (n_stages - 1)
+            best = (objective(current), current)
             improved = True
             while improved:
                 improved = False
@@ -248,9 +250,10 @@ class Cascade:
                     for t in candidates[k]:
                         trial = list(best[1])
                         trial[k] = t
-                        value = objective(trial)
-                        if value is not None and value > best[0]:
-                            best, improved = (value, trial), True
+                        for move in (trial, trial[: k + 1] + [-math.inf] * (n_stages - 2 - k)):
+                            value = objective(move)
+                            if value is not None and value > best[0]:
+                                best, improved = (value, move), True
         assert best is not None  # escalating nothing always fits the target
         return cls(
             costs,
