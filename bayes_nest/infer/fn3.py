@@ -363,7 +363,7 @@ class FN3Trainer:
                 self._run_epoch(loader, val, bar)
                 last = self.epoch == epochs
                 if checkpoint_path is not None and (last or self.epoch % checkpoint_every == 0):
-                    save_checkpoint(checkpoint_path, self.state_dict(loader), kind=CHECKPOINT_KIND)
+                    self._save_checkpoint(checkpoint_path, loader)
         except NonFiniteLossError as e:
             note = (
                 f"Last good checkpoint: {str(checkpoint_path)!r}."
@@ -375,6 +375,11 @@ class FN3Trainer:
             self.sampler.clear()
             bar.close()
         return self.history
+
+    def _save_checkpoint(self, path: str | os.PathLike, loader: DataLoader) -> None:
+        """Write the training state to ``path`` (overridden by distributed training, where only
+        one process writes)."""
+        save_checkpoint(path, self.state_dict(loader), kind=CHECKPOINT_KIND)
 
     def _run_epoch(self, loader: DataLoader, val: Any, bar: tqdm) -> None:
         loss_sum, correct, seen, batches = 0.0, 0, 0, 0
