@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 from . import _cli_options as opt
@@ -154,7 +156,8 @@ def _fit(args: argparse.Namespace) -> None:
     from .pipeline import fit, load_model
 
     settings = opt.fit_settings(args)
-    from .workflow import check_output, load_data
+    from .outputs import check_output
+    from .workflow import load_data
 
     check_output(settings["out"], settings["force"])
     spec, method, train, data_info = settings["spec"], settings["method"], *settings["rest"]
@@ -175,9 +178,10 @@ def _fit(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from .outputs import check_output, write_atomic
     from .pipeline import load_model
     from .report import config_summary, format_table
-    from .workflow import check_output, data_for, evaluate_config, write_atomic
+    from .workflow import data_for, evaluate_config
 
     if args.json_out:
         check_output(args.json_out, args.force)
@@ -212,9 +216,10 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
+    from .outputs import check_output, export_paths, export_subnet
     from .pipeline import load_model
     from .report import config_summary
-    from .workflow import check_output, data_for, export_paths, export_subnet
+    from .workflow import data_for
 
     for path in export_paths(args.out, args.onnx).values():
         check_output(path, args.force)
@@ -236,11 +241,94 @@ def _export(args: argparse.Namespace) -> None:
     )
 
 
-def _not_yet(args: argparse.Namespace) -> None:
-    raise UsageError(f"'{args.command}' is not available in this version")
+def _demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    run_demo(
+        args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress, force=args.force
+    )
 
 
-COMMANDS = {"fit": _fit, "evaluate": _evaluate, "export": _export}
+def _search(args: argparse.Namespace) -> None:
+    from .outputs import check_output, write_atomic
+    from .pipeline import load_model
+    from .workflow import data_for, search_front
+
+    check_output(args.out, args.force)
+    model = load_model(args.checkpoint)
+    data = data_for(model, args.data, whole=args.split == "all", **opt.data_kwargs(args))
+    split = data.test if args.split == "all" else getattr(data, args.split)
+    front = search_front(
+        model,
+        split,
+        cost=args.cost,
+        score=args.score,
+        ece_weight=args.ece_weight,
+        num_samples=args.samples,
+        progress=not args.no_progress,
+    )
+    front.info.update(
+        {"checkpoint": os.fspath(args.checkpoint), "data": args.data, "split": args.split}
+    )
+    write_atomic(args.out, front.to_json() + "\n")
+    pareto = front.pareto()
+    print(
+        f"{len(front.points)} sub-networks scored ({front.evaluations} evaluations); "
+        f"{len(pareto.points)} on the Pareto front; saved to {args.out}"
+    )
+    print(format_front(pareto, model, args.cost, args.score))
+
+
+def format_front(front: Any, model: Any, cost: str, score: str) -> str:
+    from .report import config_summary, format_table
+
+    rows = [
+        {"config": config_summary(model.module, p.config), cost: p.cost, score: p.score}
+        for p in front.points
+    ]
+    return format_table(rows, ["config", cost, score])
+
+
+def _report(args: argparse.Namespace) -> None:
+    from .pipeline import load_model
+    from .report import write_report
+    from .workflow import analyse, data_for
+
+    if os.path.exists(args.out) and not args.force:
+        raise FileExistsError(f"output {args.out!r} exists; pass --force to replace it")
+    models = [load_model(path) for path in args.checkpoints]
+    labels = [m.method.upper() for m in models]
+    if len(set(labels)) < len(labels):
+        labels = [os.path.splitext(os.path.basename(p))[0] for p in args.checkpoints]
+    datasets = [data_for(m, args.data) for m in models]
+    analyses = [
+        analyse(
+            m,
+            d,
+            label=label,
+            budgets=args.budgets,
+            cost=args.cost,
+            score=args.score,
+            ece_weight=args.ece_weight,
+            num_samples=args.samples,
+            progress=not args.no_progress,
+        )
+        for m, d, label in zip(models, datasets, labels, strict=True)
+    ]
+    write_report(
+        args.out, analyses, title="bayes_nest report", data_name=args.data, force=args.force
+    )
+    print(f"wrote {os.path.join(args.out, 'report.md')}")
+
+
+COMMANDS = {
+    "demo": _demo,
+    "fit": _fit,
+    "evaluate": _evaluate,
+    "search": _search,
+    "export": _export,
+    "report": _report,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -255,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             if not debug:
                 warnings.showwarning = _show_warning
-            COMMANDS.get(args.command, _not_yet)(args)
+            COMMANDS[args.command](args)
         return 0
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

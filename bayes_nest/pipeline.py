@@ -261,10 +261,10 @@ FN3_DEFAULTS = {
     "seed": 0,
 }
 BNNN_DEFAULTS = {
-    "epochs": 40,
+    "epochs": 100,
     "batch_size": 128,
-    "lr": 1e-2,
-    "keep_prob": 0.9,
+    "lr": 3e-3,
+    "keep_prob": 0.95,
     "init_keep_prob": 0.95,
     "temperature": 0.5,
     "prior_scale": 1.0,

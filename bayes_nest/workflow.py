@@ -16,11 +16,12 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -29,7 +30,20 @@ from . import metrics
 from .data import DATASETS, DataBundle, Split, corrupt, load_dataset, load_file
 from .pipeline import TrainedModel
 
-__all__ = ["apply_standardization", "data_for", "evaluate_config", "load_data"]
+__all__ = [
+    "SCORES",
+    "analyse",
+    "apply_standardization",
+    "best_config",
+    "data_for",
+    "evaluate_config",
+    "load_data",
+    "make_score",
+    "read_front",
+    "resolve_budget",
+    "search_front",
+    "seeded",
+]
 
 
 def apply_standardization(bundle: DataBundle, mean: torch.Tensor, std: torch.Tensor) -> DataBundle:
@@ -144,7 +158,8 @@ def evaluate_config(
     num_samples: int | None = None,
     seed: int = 0,
     n_bins: int = 15,
-) -> dict[str, float]:
+    return_probs: bool = False,
+) -> dict[str, float] | tuple[dict[str, float], torch.Tensor]:
     """Accuracy, NLL, Brier, ECE and (with ``ood``) OOD AUROC of one sub-network on a split.
 
     OOD inputs are the split's inputs corrupted with :func:`~bayes_nest.data.corrupt` (kind
@@ -154,7 +169,8 @@ def evaluate_config(
     Returns
     -------
     dict
-        ``accuracy``, ``nll``, ``brier``, ``ece``, ``ood_auroc`` (NaN without ``ood``), ``n``.
+        ``accuracy``, ``nll``, ``brier``, ``ece``, ``ood_auroc`` (NaN without ``ood``), ``n``;
+        with ``return_probs`` also the predictions ``(S, N, K)``.
     """
     x = model.check_inputs(split.x, "inputs")
     y = torch.as_tensor(split.y)
@@ -163,7 +179,8 @@ def evaluate_config(
         raise ValueError(
             f"labels hold class {int(bad)}, unknown to a model of {model.num_classes} classes"
         )
-    probs = model.predict(x, config, num_samples=num_samples)
+    with seeded(seed):
+        probs = model.predict(x, config, num_samples=num_samples)
     out = {
         "accuracy": metrics.accuracy(probs, y),
         "nll": metrics.nll(probs, y),
@@ -174,171 +191,183 @@ def evaluate_config(
     }
     if ood is not None and len(x) >= 2:
         shifted = corrupt(x, ood, 1.0, seed=seed)
-        probs_out = model.predict(shifted, config, num_samples=num_samples)
+        with seeded(seed + 1):
+            probs_out = model.predict(shifted, config, num_samples=num_samples)
         out["ood_auroc"] = metrics.ood_auroc(
             metrics.predictive_entropy(probs), metrics.predictive_entropy(probs_out)
         )
-    return out
+    return (out, probs) if return_probs else out
 
 
-# ----------------------------------------------------------------------------- safe output
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block with torch's global generator seeded, restoring its state afterwards (so
+    posterior predictions are reproducible and comparable across sub-networks)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
-def check_output(path: str | os.PathLike, force: bool = False) -> None:
-    """Refuse to overwrite an existing ``path`` unless ``force``; refuse a missing parent that
-    cannot be created, or a directory where a file is expected."""
-    text = os.fspath(path)
-    if os.path.isdir(text) and not text.endswith(os.sep):
-        if not force:
-            raise FileExistsError(f"output {text!r} exists; pass --force to overwrite it")
-    elif os.path.exists(text) and not force:
-        raise FileExistsError(f"output {text!r} exists; pass --force to overwrite it")
-    parent = os.path.dirname(os.path.abspath(text))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
-        raise PermissionError(f"cannot write output {text!r}: {parent!r} is not a writable folder")
+# ----------------------------------------------------------------------------- search
+
+SCORES = ("accuracy", "nll", "ece-penalised")
 
 
-def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename, so
-    readers see the old file or the new one, never a partial one."""
-    import tempfile
-
-    path = os.fspath(path)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-# ----------------------------------------------------------------------------- export
-
-
-def export_paths(out: str | os.PathLike, onnx: bool = False) -> dict[str, str]:
-    """Files :func:`export_subnet` writes for ``out`` (``x.pt``): the pickled module ``x.pt``,
-    the ``torch.export`` program ``x.pt2``, the description ``x.json`` and with ``onnx``
-    ``x.onnx``."""
-    base = os.fspath(out)
-    stem = base[:-3] if base.endswith(".pt") else base
-    paths = {"module": stem + ".pt", "program": stem + ".pt2", "info": stem + ".json"}
-    if onnx:
-        paths["onnx"] = stem + ".onnx"
-    return paths
-
-
-def export_subnet(
+def make_score(
     model: TrainedModel,
-    config: Mapping[str, int],
-    out: str | os.PathLike,
+    split: Split,
+    score: str = "accuracy",
     *,
-    calibration: Split | None = None,
-    onnx: bool = False,
-    force: bool = False,
-    progress: bool = False,
-) -> dict[str, str]:
-    """Export sub-network ``config`` of ``model`` as standalone files; returns their paths.
+    ece_weight: float = 1.0,
+    num_samples: int | None = None,
+    seed: int = 0,
+) -> Callable[[Mapping[str, int]], float]:
+    r"""A score ``config -> float`` (higher is better) of sub-networks on ``split``.
 
-    Writes (each atomically, after checking that none exists unless ``force``)
-
-    * ``<stem>.pt``: the plain ``nn.Module`` (``torch.load(path, weights_only=False)``);
-    * ``<stem>.pt2``: its ``torch.export`` program with a dynamic batch dimension
-      (``torch.export.load(path).module()``), which needs no bayes_nest to run;
-    * ``<stem>.json``: the config, its MACs and parameters, the input shape, the input
-      standardization (``mean``, ``std``: the model takes ``(x - mean) / std``) and class names;
-    * ``<stem>.onnx`` with ``onnx=True`` (needs the ``onnx`` and ``onnxscript`` packages).
-
-    A BNNN is exported with its posterior mean weights. ``calibration`` (training inputs)
-    recalibrates batch-norm statistics for the sub-network.
+    ``"accuracy"``; ``"nll"`` (negated, so higher is better); ``"ece-penalised"``:
+    :math:`\mathrm{acc} - \lambda\,\mathrm{ECE}` with :math:`\lambda` = ``ece_weight``.
+    BNNN predictions use the same random numbers for every config (common random numbers),
+    so differences between configs are not Monte Carlo noise.
     """
-    import io
+    if score not in SCORES:
+        raise ValueError(f"unknown score {score!r}; choose one of {SCORES}")
+    x, y = model.check_inputs(split.x, "inputs"), torch.as_tensor(split.y)
+
+    def evaluate(config: Mapping[str, int]) -> float:
+        with seeded(seed):
+            probs = model.predict(x, config, num_samples=num_samples)
+        if score == "accuracy":
+            return metrics.accuracy(probs, y)
+        if score == "nll":
+            return -metrics.nll(probs, y)
+        return metrics.accuracy(probs, y) - ece_weight * metrics.expected_calibration_error(
+            probs, y
+        )
+
+    return evaluate
+
+
+def search_front(
+    model: TrainedModel,
+    split: Split,
+    *,
+    cost: str = "macs",
+    score: str = "accuracy",
+    ece_weight: float = 1.0,
+    num_samples: int | None = None,
+    progress: bool = True,
+    **kwargs: Any,
+) -> Any:
+    """Greedy front (:func:`bayes_nest.search.greedy`) of ``model``'s sub-networks, scored on
+    ``split`` by :func:`make_score`; settings are recorded in ``front.info``."""
+    from .search.greedy import greedy
+
+    fn = make_score(model, split, score, ece_weight=ece_weight, num_samples=num_samples)
+    front = greedy(
+        model.module, fn, cost=cost, input_shape=model.input_shape, progress=progress, **kwargs
+    )
+    front.metric = cost
+    front.info.update({"score": score, "ece_weight": ece_weight, "method": model.method})
+    return front
+
+
+def read_front(path: str | os.PathLike, model: TrainedModel) -> Any:
+    """A front JSON file (from :func:`search_front`), checked against ``model``'s axes."""
     import json
 
-    from .subnet import export
-
-    paths = export_paths(out, onnx)
-    for path in paths.values():
-        check_output(path, force)
-    if onnx:
-        try:
-            import onnx as _onnx  # noqa: F401
-            import onnxscript  # noqa: F401
-        except ImportError:
-            raise ImportError("--onnx needs the onnx and onnxscript packages") from None
-    config = validate_config_of(model, config)
-    calib = None if calibration is None else calibration.x
-    module = export(
-        model.module,
-        config,
-        input_shape=model.input_shape,
-        calibration_data=calib,
-        progress=progress,
-    )
-    example = torch.zeros(2, *model.input_shape)
-    dynamic = ({0: torch.export.Dim.DYNAMIC},)
-    program = torch.export.export(module, (example,), dynamic_shapes=dynamic)
-    blobs = {}
-    buffer = io.BytesIO()
-    torch.save(module, buffer)
-    blobs["module"] = buffer.getvalue()
-    buffer = io.BytesIO()
-    torch.export.save(program, buffer)
-    blobs["program"] = buffer.getvalue()
-    if onnx:
-        blobs["onnx"] = _onnx_bytes(module, example, dynamic)
-    info = {
-        "config": config,
-        "method": model.method,
-        "model": model.spec.name,
-        "macs": model.cost_model("macs")(config),
-        "params": model.cost_model("params")(config),
-        "input_shape": list(model.input_shape),
-        "num_classes": model.num_classes,
-        "class_names": list(model.class_names),
-        "mean": model.mean.reshape(-1).tolist(),
-        "std": model.std.reshape(-1).tolist(),
-        "files": {k: os.path.basename(v) for k, v in paths.items()},
-    }
-    blobs["info"] = json.dumps(info, indent=2) + "\n"
-    for key, path in paths.items():
-        write_atomic(path, blobs[key])
-    return paths
-
-
-def validate_config_of(model: TrainedModel, config: Mapping[str, int]) -> dict[str, int]:
-    """``config`` checked against the model's axes, completed with full axes."""
+    from .search.front import Front
     from .subnet import validate_config
 
-    return validate_config(model.module, config)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"front file {os.fspath(path)!r} does not exist")
+    try:
+        front = Front.from_json(os.fspath(path))
+    except (ValueError, json.JSONDecodeError) as e:
+        msg = " ".join(str(e).split())
+        raise ValueError(f"{os.fspath(path)} is not a front file: {msg}") from None
+    for point in front.points:
+        try:
+            validate_config(model.module, point.config)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"front {os.fspath(path)} does not fit the model: {e}") from None
+    return front
 
 
-def _onnx_bytes(module: torch.nn.Module, example: torch.Tensor, dynamic: tuple) -> bytes:
-    import contextlib
-    import io
-    import logging
-    import tempfile
+def resolve_budget(budget: float | str, front: Any, model: TrainedModel) -> float:
+    """A budget in cost units; ``"25%"`` is that share of the full network's cost."""
+    if isinstance(budget, str) and budget.endswith("%"):
+        from .subnet import COST_METRICS
 
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with (
-        warnings.catch_warnings(),
-        contextlib.redirect_stdout(io.StringIO()),
-        tempfile.TemporaryDirectory() as tmp,
-    ):
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            module, (example,), dynamo=True, verbose=False, dynamic_shapes=dynamic
+        share = float(budget[:-1]) / 100
+        if front.metric in COST_METRICS:
+            return share * model.cost_model(front.metric)({})
+        return share * max(p.cost for p in front.points)
+    return float(budget)
+
+
+def best_config(front: Any, budget: float | str, model: TrainedModel) -> dict[str, int]:
+    """The best config of ``front`` within ``budget`` (a clear error when none fits)."""
+    from .subnet import validate_config
+
+    point = front.best(resolve_budget(budget, front, model))
+    return validate_config(model.module, point.config)
+
+
+# ----------------------------------------------------------------------------- analysis
+
+
+def analyse(
+    model: TrainedModel,
+    data: DataBundle,
+    *,
+    label: str,
+    budgets: Sequence[float | str],
+    cost: str = "macs",
+    score: str = "accuracy",
+    ece_weight: float = 1.0,
+    ood: str | None = "gaussian_noise",
+    num_samples: int | None = None,
+    progress: bool = True,
+    front: Any = None,
+) -> Any:
+    """Search the front on ``data.val`` (unless given), pick the best sub-network for every
+    budget and evaluate it on ``data.test``; returns a :class:`~bayes_nest.report.Analysis`.
+
+    Raises
+    ------
+    ValueError
+        For a budget no sub-network fits (the message names the cheapest cost).
+    """
+    from .report import Analysis, config_summary
+
+    if front is None:
+        front = search_front(
+            model,
+            data.val,
+            cost=cost,
+            score=score,
+            ece_weight=ece_weight,
+            num_samples=num_samples,
+            progress=progress,
         )
-        path = os.path.join(tmp, "model.onnx")
-        program.save(path)
-        with open(path, "rb") as f:
-            return f.read()
+    chosen = [(b, front.best(resolve_budget(b, front, model))) for b in budgets]
+    macs, params = model.cost_model("macs"), model.cost_model("params")
+    rows, probs = [], []
+    for budget, point in chosen:
+        scores, p = evaluate_config(
+            model, data.test, point.config, ood=ood, num_samples=num_samples, return_probs=True
+        )
+        rows.append(
+            {
+                "budget": str(budget),
+                "config": config_summary(model.module, point.config),
+                "subnet": dict(point.config),
+                "macs": macs(point.config),
+                "params": params(point.config),
+                "cost": point.cost,
+                "front_score": point.score,
+                **scores,
+            }
+        )
+        probs.append((p, data.test.y))
+    return Analysis(label, model, front, rows, probs, cost=cost, score=score)
