@@ -5,6 +5,7 @@ from . import masks
 from .evaluate import evaluate, predict_probs
 from .fn3 import FN3Trainer, History, NonFiniteLossError, fit_fn3
 from .ordered_dropout import (
+    COUPLING,
     DISTRIBUTIONS,
     OrderedDropout,
     conditional_keep_probs,
@@ -12,6 +13,7 @@ from .ordered_dropout import (
 )
 
 __all__ = [
+    "COUPLING",
     "DISTRIBUTIONS",
     "FN3Trainer",
     "History",

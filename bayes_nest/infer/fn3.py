@@ -165,7 +165,7 @@ class FN3Trainer:
         A scheduler of that optimizer or a factory ``optimizer -> scheduler``, stepped every
         epoch (``scheduler_interval="epoch"``, ``ReduceLROnPlateau`` gets the validation loss,
         else the training loss) or every optimizer step (``"step"``).
-    keep_prob, distribution, sandwich
+    keep_prob, distribution, sandwich, coupling
         Ordered-dropout prior, see :class:`~bayes_nest.infer.OrderedDropout`.
     loss_fn : callable, optional
         ``loss_fn(output, target) -> scalar``; default :func:`torch.nn.functional.cross_entropy`.
@@ -192,6 +192,8 @@ class FN3Trainer:
         keep_prob: float | Mapping[str, float] = 0.9,
         distribution: str | Mapping[str, str] = "geometric",
         sandwich: str | None = None,
+        coupling: str | None = None,
+        distill: bool = False,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         batch_size: int = 128,
         device: torch.device | str | None = None,
@@ -216,10 +218,18 @@ class FN3Trainer:
         if seed is not None:
             torch.manual_seed(seed)
         self.seed = seed
-        self.sampler = OrderedDropout(module, keep_prob, distribution, sandwich=sandwich, seed=seed)
+        self.sampler = OrderedDropout(
+            module, keep_prob, distribution, sandwich=sandwich, coupling=coupling, seed=seed
+        )
         self.optimizer = _make_optimizer(optimizer, module)
         self.scheduler = _make_scheduler(scheduler, self.optimizer)
         self.scheduler_interval = scheduler_interval
+        if distill and sandwich not in ("full", "both"):
+            raise ValueError(
+                f"distill=True needs the full network in every step (sandwich 'full' or 'both'), "
+                f"got sandwich={sandwich!r}"
+            )
+        self.distill = bool(distill)
         self.loss_fn = F.cross_entropy if loss_fn is None else loss_fn
         self.batch_size = batch_size
         self.progress = progress
@@ -241,10 +251,16 @@ class FN3Trainer:
         scale = 1.0 / len(configs)
         sampled = 0 if self.sampler.sandwich not in ("full", "both") else 1
         loss_value, correct = math.nan, 0
+        teacher = None
         for i, counts in enumerate(configs):
             self.sampler.apply(counts)
             out = self.module(x)
-            loss = self.loss_fn(out, y)
+            if teacher is None:
+                loss = self.loss_fn(out, y)
+                if self.distill:
+                    teacher = torch.softmax(out.detach(), dim=-1)
+            else:
+                loss = -(teacher * torch.log_softmax(out, dim=-1)).sum(-1).mean()
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise NonFiniteLossError(self.step, self.epoch, value, counts, "")
@@ -428,6 +444,8 @@ def fit_fn3(
     keep_prob: float | Mapping[str, float] = 0.9,
     distribution: str | Mapping[str, str] = "geometric",
     sandwich: str | None = None,
+    coupling: str | None = None,
+    distill: bool = False,
     val: Any = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     batch_size: int = 128,
@@ -459,6 +477,8 @@ def fit_fn3(
         keep_prob=keep_prob,
         distribution=distribution,
         sandwich=sandwich,
+        coupling=coupling,
+        distill=distill,
         loss_fn=loss_fn,
         batch_size=batch_size,
         device=device,

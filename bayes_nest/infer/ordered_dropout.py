@@ -34,6 +34,7 @@ from ..distributions import KeepCount
 from ..nn.axis import Axis, axes, axis_owners
 
 __all__ = [
+    "COUPLING",
     "DISTRIBUTIONS",
     "SANDWICH",
     "OrderedDropout",
@@ -43,6 +44,7 @@ __all__ = [
 
 DISTRIBUTIONS = ("geometric", "uniform")
 SANDWICH = (None, "full", "smallest", "both")
+COUPLING = (None, "kind", "all")
 
 
 def conditional_keep_probs(
@@ -142,6 +144,12 @@ class OrderedDropout:
     sandwich : {None, "full", "smallest", "both"}
         Also train the full and/or the smallest sub-network at every step (the sandwich rule of
         universally slimmable networks); :meth:`step_configs` lists the configurations of a step.
+    coupling : {None, "kind", "all"}
+        ``None`` (default, FN3): every axis draws its own uniform number, so the counts are
+        independent. ``"kind"``: axes of the same kind share one uniform number ``u`` and each
+        takes the ``u``-quantile of its own law, so every axis keeps its marginal law while the
+        counts move together (e.g. all hidden layers narrow at once, as in FjORD's ordered
+        dropout); ``"all"``: one ``u`` for every axis.
     seed : int, optional
         Seed of the sampler's own ``torch.Generator``. ``None`` draws the seed from torch's
         global generator, so ``torch.manual_seed`` makes the sampler reproducible too.
@@ -170,6 +178,7 @@ class OrderedDropout:
         distribution: str | Mapping[str, str] = "geometric",
         *,
         sandwich: str | None = None,
+        coupling: str | None = None,
         seed: int | None = None,
         temperature: float = 0.5,
     ) -> None:
@@ -177,10 +186,13 @@ class OrderedDropout:
             raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
         if sandwich not in SANDWICH:
             raise ValueError(f"sandwich must be one of {SANDWICH}, got {sandwich!r}")
+        if coupling not in COUPLING:
+            raise ValueError(f"coupling must be one of {COUPLING}, got {coupling!r}")
         if not float(temperature) > 0:
             raise ValueError(f"temperature must be positive, got {temperature!r}")
         self.module = module
         self.sandwich = sandwich
+        self.coupling = coupling
         self.temperature = float(temperature)
         all_axes = axes(module)
         self.axes: dict[str, Axis] = {n: a for n, a in all_axes.items() if a.orderable > 0}
@@ -253,16 +265,28 @@ class OrderedDropout:
         self.probs: dict[str, torch.Tensor] = probs
         self._cdf: list[tuple[int, list[float]]] = cdf
         self._names = list(self.axes)
+        self._set_groups()
         self._pyro_priors = None
+
+    def _set_groups(self) -> None:
+        """Index of the uniform number each axis reads (one per axis, kind, or overall)."""
+        if self.coupling is None:
+            self._group = list(range(len(self._names)))
+        elif self.coupling == "all":
+            self._group = [0] * len(self._names)
+        else:
+            kinds = list(dict.fromkeys(axis.kind for axis in self.axes.values()))
+            self._group = [kinds.index(self.axes[name].kind) for name in self._names]
+        self._num_uniforms = max(self._group) + 1
 
     # ------------------------------------------------------------------ drawing
 
     def sample(self) -> dict[str, int]:
         """Draw one keep count (``always_on + b`` blocks) per sampled axis, without setting it."""
-        u = torch.rand(len(self._cdf), generator=self.generator, dtype=torch.float64).tolist()
+        u = torch.rand(self._num_uniforms, generator=self.generator, dtype=torch.float64).tolist()
         return {
-            name: always_on + bisect.bisect_right(cdf, ui)
-            for name, (always_on, cdf), ui in zip(self._names, self._cdf, u, strict=True)
+            name: always_on + bisect.bisect_right(cdf, u[g])
+            for name, (always_on, cdf), g in zip(self._names, self._cdf, self._group, strict=True)
         }
 
     def apply(self, counts: Mapping[str, int | None]) -> None:
@@ -358,6 +382,7 @@ class OrderedDropout:
             if isinstance(self._distribution, Mapping)
             else self._distribution,
             "sandwich": self.sandwich,
+            "coupling": self.coupling,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -367,7 +392,10 @@ class OrderedDropout:
             raise ValueError(f"sampler state is missing {sorted(missing)}")
         if state["sandwich"] not in SANDWICH:
             raise ValueError(f"sampler state has sandwich {state['sandwich']!r}")
+        if state.get("coupling") not in COUPLING:
+            raise ValueError(f"sampler state has coupling {state.get('coupling')!r}")
         self.sandwich = state["sandwich"]
+        self.coupling = state.get("coupling")
         self._keep_prob = state["keep_prob"]
         self._distribution = state["distribution"]
         self._rebuild()
@@ -376,5 +404,5 @@ class OrderedDropout:
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(axes={list(self.axes)}, keep_prob={self._keep_prob!r}, "
-            f"distribution={self._distribution!r}, sandwich={self.sandwich!r})"
+            f"distribution={self._distribution!r}, sandwich={self.sandwich!r}, coupling={self.coupling!r})"
         )
