@@ -1,0 +1,545 @@
+r"""Data-parallel training on PyTorch's own distributed engine (``torch.distributed``).
+
+Every process (*rank*) holds a full copy of the nested network and trains on its own shard of
+each global mini-batch; :class:`~torch.nn.parallel.DistributedDataParallel` averages the
+gradients, so the update is the one of the global batch. Processes are started by ``torchrun``,
+which sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``;
+:func:`setup` reads them, joins the process group (``gloo`` on CPU, ``nccl`` on CUDA) and returns
+a :class:`DistContext` that the trainers take.
+
+Data order. :func:`shard_loader` splits a dataset with a
+:class:`~torch.utils.data.DistributedSampler` whose permutation depends only on the seed and the
+epoch. With a global batch of :math:`G` examples and :math:`W` ranks, rank :math:`r` serves
+positions :math:`r, r + W, r + 2W, \dots` of the permutation in local batches of :math:`G / W`, so
+global batch :math:`k` is the set of positions :math:`kG, \dots, (k + 1)G - 1` whatever
+:math:`W` is: training with 1, 2 or 8 processes sees the same global batches in the same order
+(when :math:`W` divides the dataset size; otherwise the sampler pads the last batch by
+repeating examples).
+
+Masks. Every rank must train the *same* sub-network at each step, otherwise the averaged
+gradient mixes different networks. The ordered-dropout sampler has its own generator seeded
+identically on all ranks (:func:`agreed_seed` broadcasts rank 0's seed when none is given), so the
+draws agree without communication; ``check_masks=True`` verifies it with an all-gather every
+step.
+
+This module holds the process-group plumbing shared by
+:class:`~bayes_nest.infer.distributed_fn3.DistributedFN3Trainer` and
+:func:`~bayes_nest.infer.distributed_bnnn.fit_bnnn_distributed`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    IterableDataset,
+    TensorDataset,
+)
+
+from ..data import as_loader
+from ..nn.axis import axes
+
+__all__ = [
+    "BACKENDS",
+    "DistContext",
+    "SharedStream",
+    "agreed_seed",
+    "broadcast_buffers",
+    "check_amp",
+    "distributed",
+    "distributed_sampler",
+    "needs_unused_parameter_search",
+    "rank_seed",
+    "set_epoch",
+    "setup",
+    "shard_loader",
+    "teardown",
+    "wrap_ddp",
+]
+
+BACKENDS = ("gloo", "nccl")
+_SKIPPING_KINDS = ("depth", "paths")
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process sits in a (possibly one-process) data-parallel job.
+
+    Attributes
+    ----------
+    rank : int
+        Global rank, ``0 <= rank < world_size``.
+    world_size : int
+        Number of processes in the job (1 when not run under ``torchrun``).
+    local_rank : int
+        Rank on this machine; selects the GPU ``cuda:<local_rank>``.
+    device : torch.device
+        Device this process trains on.
+    backend : str or None
+        ``"gloo"`` or ``"nccl"``; ``None`` without a process group.
+    initialized_here : bool
+        Whether :func:`setup` created the process group (then :func:`teardown` destroys it).
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    backend: str | None = None
+    initialized_here: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that writes checkpoints, reports and progress bars."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """More than one process and a live process group: collectives are needed."""
+        return self.world_size > 1 and dist.is_available() and dist.is_initialized()
+
+    def barrier(self) -> None:
+        """Wait until every rank reaches this point (no-op in a one-process job)."""
+        if not self.distributed:
+            return
+        if self.backend == "nccl" and self.device.type == "cuda":
+            dist.barrier(device_ids=[self.device.index])
+        else:
+            dist.barrier()
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum ``tensor`` over ranks in place (on this process's device) and return it."""
+        if self.distributed:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
+        """Rank ``src``'s ``obj`` on every rank (picklable objects)."""
+        if not self.distributed:
+            return obj
+        holder = [obj]
+        dist.broadcast_object_list(holder, src=src, device=self._object_device())
+        return holder[0]
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order (picklable objects)."""
+        if not self.distributed:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def assert_same(self, values: torch.Tensor, what: str) -> None:
+        """Raise :class:`RuntimeError` on every rank unless ``values`` agree on all ranks.
+
+        Parameters
+        ----------
+        values : Tensor
+            1-D integer or float tensor, same shape on every rank.
+        what : str
+            What the values are, for the error message.
+        """
+        if not self.distributed:
+            return
+        local = values.detach().reshape(-1).to(self.device, torch.float64)
+        gathered = [torch.empty_like(local) for _ in range(self.world_size)]
+        dist.all_gather(gathered, local)
+        differing = [r for r, g in enumerate(gathered) if not torch.equal(g, gathered[0])]
+        if differing:
+            raise RuntimeError(
+                f"{what} differ between ranks: rank 0 has {gathered[0].tolist()}, rank "
+                f"{differing[0]} has {gathered[differing[0]].tolist()}"
+            )
+
+    def _object_device(self) -> torch.device | None:
+        return self.device if self.backend == "nccl" else None
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"environment variable {name} must be >= 0, got {value}")
+    return value
+
+
+def _resolve_device(device: torch.device | str | None, local_rank: int) -> torch.device:
+    if device is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        return torch.device("cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must name a torch device, got {device!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={str(device)!r} but CUDA is not available on this machine")
+        if device.index is None:
+            device = torch.device("cuda", local_rank % torch.cuda.device_count())
+    return device
+
+
+def setup(
+    backend: str | None = None,
+    *,
+    device: torch.device | str | None = None,
+    timeout: datetime.timedelta | None = None,
+) -> DistContext:
+    """Join the data-parallel job described by ``torchrun``'s environment variables.
+
+    Without ``torchrun`` (no ``WORLD_SIZE``, or ``WORLD_SIZE=1``) no process group is created and
+    the context describes a one-process job, so the same script runs with and without it.
+
+    Parameters
+    ----------
+    backend : {"gloo", "nccl"}, optional
+        Default: ``"nccl"`` when this process trains on CUDA, else ``"gloo"``.
+    device : torch.device or str, optional
+        Default: ``cuda:<LOCAL_RANK>`` when CUDA is available, else the CPU. ``"cuda"`` without
+        an index also means ``cuda:<LOCAL_RANK>``; the process's current CUDA device is set to it.
+    timeout : datetime.timedelta, optional
+        How long collectives wait for a missing rank before failing (PyTorch's default if None).
+
+    Returns
+    -------
+    DistContext
+
+    Raises
+    ------
+    ValueError
+        Malformed environment, ``nccl`` with a CPU device, CUDA requested but absent, or a
+        multi-process environment without ``MASTER_ADDR``/``MASTER_PORT``.
+
+    Examples
+    --------
+    >>> ctx = setup()              # under `torchrun --nproc-per-node 2 script.py`
+    >>> ctx.rank, ctx.world_size   # (0, 2) on the first process
+    >>> teardown(ctx)
+    """
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
+    if timeout is not None and not isinstance(timeout, datetime.timedelta):
+        raise TypeError(f"timeout must be a datetime.timedelta or None, got {timeout!r}")
+    already = dist.is_available() and dist.is_initialized()
+    if already:
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+        local_rank = _env_int("LOCAL_RANK", rank)
+    else:
+        world_size = max(_env_int("WORLD_SIZE", 1), 1)
+        rank = _env_int("RANK", 0)
+        local_rank = _env_int("LOCAL_RANK", 0)
+        if rank >= world_size:
+            raise ValueError(f"RANK={rank} is not below WORLD_SIZE={world_size}")
+    dev = _resolve_device(device, local_rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if already:
+        backend = str(dist.get_backend())
+        return DistContext(rank, world_size, local_rank, dev, backend, initialized_here=False)
+    if backend is None:
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+    if backend == "nccl" and dev.type != "cuda":
+        raise ValueError(f"backend 'nccl' needs a CUDA device, got device {str(dev)!r}")
+    if world_size == 1:
+        return DistContext(0, 1, local_rank, dev, None, initialized_here=False)
+    if not dist.is_available():
+        raise RuntimeError("this PyTorch build has no torch.distributed support")
+    missing = [v for v in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(v)]
+    if missing:
+        raise ValueError(
+            f"WORLD_SIZE={world_size} but {' and '.join(missing)} is not set: start the job "
+            "with torchrun (e.g. `torchrun --nproc-per-node 2 script.py`)"
+        )
+    kwargs: dict[str, Any] = {"backend": backend, "rank": rank, "world_size": world_size}
+    if timeout is not None:
+        kwargs["timeout"] = timeout
+    dist.init_process_group(init_method="env://", **kwargs)
+    return DistContext(rank, world_size, local_rank, dev, backend, initialized_here=True)
+
+
+def teardown(ctx: DistContext | None = None) -> None:
+    """Leave the job: destroy the process group if :func:`setup` created it.
+
+    With ``ctx=None`` the current process group, if any, is destroyed.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if ctx is None or ctx.initialized_here:
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def distributed(
+    backend: str | None = None, *, device: torch.device | str | None = None
+) -> Iterator[DistContext]:
+    """Context manager around :func:`setup` and :func:`teardown`.
+
+    Examples
+    --------
+    >>> with distributed() as ctx:
+    ...     trainer = DistributedFN3Trainer(net, ctx=ctx, seed=0)
+    ...     trainer.fit(data.train, epochs=10)
+    """
+    ctx = setup(backend, device=device)
+    try:
+        yield ctx
+    finally:
+        teardown(ctx)
+
+
+def agreed_seed(seed: int | None, ctx: DistContext) -> int:
+    """``seed`` if given, else a random seed drawn on rank 0 and sent to every rank."""
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        return seed
+    drawn = int(torch.randint(0, 2**62, (), dtype=torch.int64)) if ctx.is_main else None
+    return int(ctx.broadcast_object(drawn))
+
+
+def needs_unused_parameter_search(module: nn.Module) -> bool:
+    """Whether DDP must look for parameters a forward pass left unused.
+
+    Width and bit axes slice their parameters (``W[:k]``), so every parameter is in the graph
+    and gets a gradient (zero outside the kept slice). Depth and path axes *skip* dropped blocks
+    under a hard keep count, so those blocks' parameters get no gradient in that step, and
+    :class:`~torch.nn.parallel.DistributedDataParallel` needs ``find_unused_parameters=True``.
+    """
+    return any(axis.kind in _SKIPPING_KINDS for axis in axes(module).values())
+
+
+def wrap_ddp(
+    module: nn.Module, ctx: DistContext, *, find_unused_parameters: bool | None = None
+) -> nn.Module:
+    """``module`` wrapped in DDP for a multi-process job, or ``module`` itself otherwise.
+
+    The module must already be on ``ctx.device``. Wrapping broadcasts rank 0's parameters and
+    buffers, so every rank starts from the same weights. ``find_unused_parameters=None`` decides
+    by :func:`needs_unused_parameter_search`.
+    """
+    if not ctx.distributed:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    if find_unused_parameters is None:
+        find_unused_parameters = needs_unused_parameter_search(module)
+    device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return DistributedDataParallel(
+        module,
+        device_ids=device_ids,
+        find_unused_parameters=bool(find_unused_parameters),
+    )
+
+
+def broadcast_buffers(module: nn.Module, ctx: DistContext) -> None:
+    """Copy rank 0's buffers (e.g. batch-norm running statistics) to every rank."""
+    if not ctx.distributed:
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src=0)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _global_batch(data: Any, default: int) -> int:
+    if isinstance(data, DataLoader):
+        for holder in (data, data.batch_sampler, data.sampler):
+            size = getattr(holder, "batch_size", None)
+            if isinstance(size, int) and size > 0:
+                return size
+    return default
+
+
+def shard_loader(
+    data: Any,
+    batch_size: int,
+    ctx: DistContext,
+    *,
+    seed: int,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A loader of this rank's shard of every global mini-batch.
+
+    Parameters
+    ----------
+    data : DataLoader, Dataset or (x, y) pair
+        A loader contributes its map-style dataset, batch size (taken as the *global* batch),
+        workers, collate function and pinned memory; its sampler is replaced.
+    batch_size : int
+        Global batch size :math:`G` when ``data`` is not a loader; must be divisible by the
+        world size. Each rank loads :math:`G / W` examples per step.
+    ctx : DistContext
+    seed : int
+        Seed of the permutation (the same on every rank); epoch ``e`` uses ``seed + e``.
+    drop_last : bool
+        Drop the last, incomplete global batch.
+
+    Returns
+    -------
+    DataLoader
+        Its ``.sampler`` (or ``.sampler.sampler``) is the :class:`DistributedSampler`; call
+        :func:`set_epoch` before every epoch.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    source = data if isinstance(data, DataLoader) else None
+    global_batch = _global_batch(data, batch_size)
+    if global_batch % ctx.world_size:
+        raise ValueError(
+            f"the global batch size {global_batch} is not divisible by the number of processes "
+            f"{ctx.world_size}; choose a multiple of {ctx.world_size}"
+        )
+    local_batch = global_batch // ctx.world_size
+    if source is not None:
+        dataset = source.dataset
+    elif isinstance(data, Dataset):
+        dataset = data
+    else:
+        dataset = as_loader(data, 1).dataset  # checks and converts (x, y) pairs
+    if isinstance(dataset, IterableDataset):
+        raise TypeError(
+            "distributed training needs a map-style dataset (with __len__ and __getitem__) to "
+            "shard; got an IterableDataset"
+        )
+    sampler = DistributedSampler(
+        dataset,
+        num_replicas=ctx.world_size,
+        rank=ctx.rank,
+        shuffle=True,
+        seed=seed,
+        drop_last=False,
+    )
+    if isinstance(dataset, TensorDataset) and source is None:
+        # One indexing operation per batch, as bayes_nest.data.as_loader does for pairs.
+        batches = BatchSampler(sampler, local_batch, drop_last)
+        return DataLoader(dataset, batch_size=None, sampler=batches)
+    options: Mapping[str, Any] = {}
+    if source is not None:
+        options = {
+            "num_workers": source.num_workers,
+            "collate_fn": source.collate_fn,
+            "pin_memory": source.pin_memory,
+            "worker_init_fn": source.worker_init_fn,
+            "persistent_workers": source.persistent_workers,
+        }
+    return DataLoader(
+        dataset, batch_size=local_batch, sampler=sampler, drop_last=drop_last, **options
+    )
+
+
+def distributed_sampler(loader: DataLoader) -> DistributedSampler:
+    """The :class:`DistributedSampler` of a loader made by :func:`shard_loader`."""
+    for obj in (loader.sampler, getattr(loader.sampler, "sampler", None)):
+        if isinstance(obj, DistributedSampler):
+            return obj
+    raise TypeError("the loader was not made by shard_loader: it has no DistributedSampler")
+
+
+def set_epoch(loader: DataLoader, epoch: int) -> None:
+    """Select epoch ``epoch``'s permutation of a :func:`shard_loader` loader."""
+    distributed_sampler(loader).set_epoch(int(epoch))
+
+
+# ----------------------------------------------------------------------------- precision
+
+
+def check_amp(amp: bool | str, device: torch.device) -> torch.dtype | None:
+    """Validate an ``amp`` option and return the autocast dtype (``None``: full precision).
+
+    ``True`` or ``"float16"``: float16 autocast with gradient scaling; ``"bfloat16"``: bfloat16
+    autocast (no scaling needed). Mixed precision is offered on CUDA only.
+    """
+    if amp is False or amp is None:
+        return None
+    choices = {True: torch.float16, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if isinstance(amp, bool) or isinstance(amp, str):
+        dtype = choices.get(amp)
+    else:
+        dtype = None
+    if dtype is None:
+        raise ValueError(f"amp must be False, True, 'float16' or 'bfloat16', got {amp!r}")
+    if device.type != "cuda":
+        raise ValueError(
+            f"amp={amp!r} needs a CUDA device, but training runs on {str(device)!r}; "
+            "mixed precision is only offered on CUDA (train on CPU with amp=False)"
+        )
+    return dtype
+
+
+# ----------------------------------------------------------------------------- random streams
+
+
+class SharedStream:
+    """A random-number stream that every rank advances identically.
+
+    Code run inside :meth:`active` draws from this stream instead of the process's own global
+    generators (CPU, and the CUDA generator of ``device``); the global state is restored on
+    exit. With the same seed and the same sequence of draws, every rank gets the same numbers
+    (e.g. the masks of a Pyro guide) while the rest of the program keeps its own stream.
+
+    Parameters
+    ----------
+    seed : int
+    device : torch.device
+    """
+
+    def __init__(self, seed: int, device: torch.device) -> None:
+        self.device = torch.device(device)
+        self.cpu_state = torch.Generator().manual_seed(seed).get_state()
+        self.cuda_state = None
+        if self.device.type == "cuda":
+            self.cuda_state = torch.Generator(device=self.device).manual_seed(seed).get_state()
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """Draw from this stream inside the ``with`` block."""
+        saved_cpu = torch.get_rng_state()
+        torch.set_rng_state(self.cpu_state)
+        saved_cuda = None
+        if self.cuda_state is not None:
+            saved_cuda = torch.cuda.get_rng_state(self.device)
+            torch.cuda.set_rng_state(self.cuda_state, self.device)
+        try:
+            yield
+        finally:
+            self.cpu_state = torch.get_rng_state()
+            torch.set_rng_state(saved_cpu)
+            if saved_cuda is not None:
+                self.cuda_state = torch.cuda.get_rng_state(self.device)
+                torch.cuda.set_rng_state(saved_cuda, self.device)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"cpu": self.cpu_state, "cuda": self.cuda_state}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.cpu_state = torch.as_tensor(state["cpu"], dtype=torch.uint8)
+        if self.cuda_state is not None and state.get("cuda") is not None:
+            self.cuda_state = torch.as_tensor(state["cuda"], dtype=torch.uint8)
+
+
+def rank_seed(seed: int, *keys: int) -> int:
+    """A seed for this rank's own stream, derived from the job's ``seed`` and ``keys`` (e.g.
+    epoch and rank) by NumPy's ``SeedSequence``: distinct keys give independent streams."""
+    import numpy as np
+
+    entropy = [int(seed) % 2**64, *(int(k) for k in keys)]
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
