@@ -26,6 +26,13 @@ def _simplex_floor(dtype: torch.dtype) -> float:
     return max(torch.finfo(dtype).eps, _FLOAT64_FLOOR)
 
 
+def _differences(value: torch.Tensor) -> torch.Tensor:
+    """Simplex point of a mask: ``y_0 = 1 - m_1``, ``y_k = m_k - m_{k+1}``, ``y_D = m_D``."""
+    padded = F.pad(value, (1, 1))
+    padded[..., 0] = 1.0
+    return padded[..., :-1] - padded[..., 1:]
+
+
 class Downhill(TorchDistribution):
     r"""Relaxed ordered mask: a strictly decreasing vector in :math:`(0, 1)^D`.
 
@@ -204,8 +211,7 @@ class Downhill(TorchDistribution):
         return self._relaxed_log_prob(value)
 
     def _relaxed_log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        differences = F.pad(value, (1, 0), value=1.0) - F.pad(value, (0, 1))
-        log_y = differences.clamp(min=torch.finfo(value.dtype).tiny).log()
+        log_y = _differences(value).clamp_(min=torch.finfo(value.dtype).tiny).log()
         scores = self.index_distribution.logits - self._event_temperature * log_y
         return (
             scores.sum(-1)

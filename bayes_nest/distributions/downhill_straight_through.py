@@ -52,7 +52,7 @@ class DownhillStraightThrough(Downhill):
         """Hard masks of shape ``sample_shape + batch + (D,)`` with relaxed gradients."""
         scores = self._rsample_scores(sample_shape)
         relaxed = self._tails(scores)
-        counts = self.num_blocks - scores.argmax(-1)
+        counts = self.num_blocks - scores.max(-1).indices
         hard = hard_mask(counts, self.num_blocks, dtype=relaxed.dtype)
         value = hard + (relaxed - relaxed.detach())  # exactly `hard` forward
         value._relaxed = relaxed
