@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``bayes-nest`` (all subcommands)."""
     common = _Parser(add_help=False)
     common.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    common.add_argument(
+        "--threads",
+        type=opt.positive_int,
+        help="CPU threads for torch (default: torch's choice; the demo uses 1, fastest for "
+        "its small networks and robust on busy machines)",
+    )
     common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     parser = _Parser(
         prog=PROG,
@@ -343,6 +349,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             if not debug:
                 warnings.showwarning = _show_warning
+            threads = args.threads or (1 if args.command == "demo" else None)
+            if threads:
+                import torch
+
+                torch.set_num_threads(threads)
             COMMANDS[args.command](args)
         return 0
     except KeyboardInterrupt:

@@ -156,3 +156,153 @@ def test_console_script_entry_point():
         [sys.executable, "-m", "bayes_nest.cli", "--version"], capture_output=True, text=True
     )
     assert result.returncode == 0 and result.stdout.startswith("bayes_nest ")
+
+
+@pytest.fixture(scope="module")
+def front_json(fn3_ckpt):
+    path = fn3_ckpt.parent / "front.json"
+    assert (
+        main(["search", str(fn3_ckpt), "--data", "digits", "--out", str(path), "--no-progress"])
+        == 0
+    )
+    return path
+
+
+def test_search_front_scores_are_validation_accuracies(fn3_ckpt, front_json):
+    from bayes_nest import metrics
+    from bayes_nest.search.front import Front
+
+    front = Front.from_json(front_json)
+    model = load_model(fn3_ckpt)
+    val = data_for(model, "digits").val
+    assert front.metric == "macs" and front.info["score"] == "accuracy"
+    assert len(front.points) >= 7  # full, smallest and the greedy path between them
+    for point in front.points[:: max(1, len(front.points) // 3)]:
+        probs = model.predict(val.x, point.config)
+        assert point.score == pytest.approx(metrics.accuracy(probs, val.y))
+        assert point.cost == model.cost_model("macs")(point.config)
+
+
+def test_evaluate_with_front_and_budget_uses_the_best_config(
+    fn3_ckpt, front_json, tmp_path, capsys
+):
+    from bayes_nest.search.front import Front
+
+    out = tmp_path / "m.json"
+    code, _, err = run(
+        capsys,
+        "evaluate",
+        fn3_ckpt,
+        "--data",
+        "digits",
+        "--front",
+        front_json,
+        "--budget",
+        "25%",
+        "--budget",
+        "2000",
+        "--json",
+        out,
+    )
+    assert code == 0, err
+    rows = json.loads(out.read_text())["rows"]
+    model = load_model(fn3_ckpt)
+    front = Front.from_json(front_json)
+    full = model.cost_model("macs")({})
+    assert rows[0]["subnet"] == front.best(0.25 * full).config
+    assert rows[1]["subnet"] == front.best(2000).config
+    assert rows[1]["macs"] <= 2000
+
+
+def test_export_from_front_and_report(fn3_ckpt, front_json, tmp_path, capsys):
+    code, _, err = run(
+        capsys,
+        "export",
+        fn3_ckpt,
+        "--front",
+        front_json,
+        "--budget",
+        "50%",
+        "--data",
+        "digits",
+        "--out",
+        tmp_path / "half.pt",
+        "--no-progress",
+    )
+    assert code == 0, err
+    info = json.loads((tmp_path / "half.json").read_text())
+    assert info["macs"] <= 0.5 * load_model(fn3_ckpt).cost_model("macs")({})
+    report = tmp_path / "report"
+    code, _, err = run(
+        capsys,
+        "report",
+        fn3_ckpt,
+        "--data",
+        "digits",
+        "--budgets",
+        "30%,100%",
+        "--out",
+        report,
+        "--no-progress",
+    )
+    assert code == 0, err
+    text = (report / "report.md").read_text()
+    assert text.count("| FN3 |") == 3  # one model row, two budget rows
+    for name in ("pareto_front.png", "reliability_fn3.png"):
+        assert (report / name).read_bytes().startswith(b"\x89PNG")
+
+
+def test_demo_writes_report_models_and_exports(tmp_path, capsys, monkeypatch):
+    from bayes_nest import demo
+
+    tiny = {"hidden": [32, 32], "groups": 8, "fn3_epochs": 2, "bnnn_epochs": 2}
+    monkeypatch.setitem(demo.SETTINGS, "quick", tiny)
+    out = tmp_path / "demo"
+    code, stdout, err = run(capsys, "demo", "--quick", "--out", out, "--no-progress")
+    assert code == 0, err
+    for budget in demo.BUDGETS:
+        assert f"budget {budget}" in stdout
+    assert stdout.count("\nFN3 ") == stdout.count("\nBNNN ") == len(demo.BUDGETS)
+    names = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    expected = {
+        "report.md",
+        "pareto_front.png",
+        "reliability_fn3.png",
+        "reliability_bnnn.png",
+        "keep_probabilities.png",
+        "models/fn3.ckpt",
+        "models/bnnn.ckpt",
+        "fronts/fn3.json",
+        "fronts/bnnn.json",
+        "results.json",
+        "export/fn3_subnet.pt",
+        "export/fn3_subnet.pt2",
+        "export/bnnn_subnet.pt2",
+    }
+    assert expected <= names
+    assert load_model(out / "models" / "bnnn.ckpt").method == "bnnn"
+    # a second run may replace the demo's own folder
+    code, _, err = run(capsys, "demo", "--quick", "--out", out, "--no-progress")
+    assert code == 0, err
+
+
+@pytest.mark.slow
+def test_demo_quick_end_to_end(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bayes_nest.cli",
+            "demo",
+            "--quick",
+            "--out",
+            str(tmp_path / "d"),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "d" / "results.json").read_text())["rows"]
+    full = [r for r in rows if r["budget"] == "100%"]
+    assert all(r["accuracy"] > 0.85 for r in full)

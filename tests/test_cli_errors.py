@@ -3,9 +3,6 @@ traceback, and nothing the user had is overwritten."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -226,34 +223,69 @@ def test_existing_output_is_refused_without_force(ckpt, tmp_path, capsys, precio
     assert not (tmp_path / "small.pt").exists()
 
 
-def test_debug_shows_the_traceback(tmp_path):
-    result = subprocess.run(
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    from bayes_nest.infer.checkpoint import CheckpointError
+
+    argv = ["evaluate", str(tmp_path / "x.ckpt"), "--data", "digits"]
+    with pytest.raises(CheckpointError, match="does not exist"):
+        main([*argv, "--debug"])
+    assert_bad(capsys, argv, "x.ckpt")
+
+
+def test_infeasible_budget_and_bad_front(ckpt, tmp_path, capsys, precious):
+    front = tmp_path / "front.json"
+    assert (
+        main(["search", str(ckpt), "--data", "digits", "--out", str(front), "--no-progress"]) == 0
+    )
+    capsys.readouterr()
+    assert_bad(
+        capsys,
         [
-            sys.executable,
-            "-m",
-            "bayes_nest.cli",
             "evaluate",
-            str(tmp_path / "x.ckpt"),
+            ckpt,
             "--data",
             "digits",
-            "--debug",
+            "--front",
+            front,
+            "--budget",
+            "10",
+            "--json",
+            precious,
+            "--force",
         ],
-        capture_output=True,
-        text=True,
+        "no sub-network fits budget 10",
     )
-    assert result.returncode != 0 and "Traceback" in result.stderr
-    result = subprocess.run(
+    assert_bad(
+        capsys,
+        ["export", ckpt, "--front", front, "--budget", "5", "--out", precious, "--force"],
+        "cheapest",
+    )
+    assert_bad(capsys, ["evaluate", ckpt, "--data", "digits", "--budget", "50%"], "--front")
+    (tmp_path / "junk.json").write_text("{not json")
+    assert_bad(
+        capsys,
         [
-            sys.executable,
-            "-m",
-            "bayes_nest.cli",
             "evaluate",
-            str(tmp_path / "x.ckpt"),
+            ckpt,
             "--data",
             "digits",
+            "--front",
+            tmp_path / "junk.json",
+            "--budget",
+            "50%",
         ],
-        capture_output=True,
-        text=True,
+        "junk.json",
+        "not a front file",
     )
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.count("\n") == 1
+    assert_bad(capsys, ["search", ckpt, "--data", "digits", "--out", precious], "exists")
+
+
+def test_existing_demo_or_report_folder_is_kept(tmp_path, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_bytes(PRECIOUS)
+    assert_bad(capsys, ["demo", "--quick", "--out", folder], "not written by the demo", "--force")
+    assert_bad(
+        capsys, ["report", tmp_path / "x.ckpt", "--data", "digits", "--out", folder], "exists"
+    )
+    assert (folder / "notes.txt").read_bytes() == PRECIOUS
