@@ -82,8 +82,16 @@ class Downhill(TorchDistribution):
     tail sums are accumulated in float64, so every sample lies strictly inside the support
     :data:`~bayes_nest.distributions.constraints.downhill`. The mean has no closed form (the
     straight-through variant's mean is :math:`\prod_{j \le i}\beta_j`).
-    :meth:`log_prob` of a tensor that carries a relaxed sample (the output of
-    :class:`~bayes_nest.distributions.DownhillStraightThrough`) scores that relaxed sample.
+
+    Scoring: a tensor returned by :meth:`rsample` or :meth:`sample` keeps the exact
+    :math:`\log y` of its draw as a tensor attribute, and :meth:`log_prob` of that very tensor
+    uses it. This matters: in floating point the gaps :math:`y_k` below the floor are not
+    representable in ``m``, while the density (and every score-function or ELBO estimate built
+    on it) depends on them through :math:`\log y_k`. Any other tensor (a copy, ``.detach()``,
+    user data) is scored from its differences. A tensor that carries a relaxed sample (the
+    output of :class:`~bayes_nest.distributions.DownhillStraightThrough`) is scored at that
+    relaxed sample. Pyro passes the sampled tensor itself to ``log_prob``, so ``Trace_ELBO`` and
+    ``TraceMeanField_ELBO`` get the exact terms.
     """
 
     arg_constraints = {
@@ -197,7 +205,9 @@ class Downhill(TorchDistribution):
         log_y = reversed_scores - reversed_scores.logsumexp(-1, keepdim=True)
         y = log_y.exp().clamp(min=_simplex_floor(log_y.dtype))
         tails = y.cumsum(-1, dtype=torch.float64)
-        return (tails[..., :-1] / tails[..., -1:]).to(log_y.dtype).flip(-1)
+        mask = (tails[..., :-1] / tails[..., -1:]).to(log_y.dtype).flip(-1)
+        mask._reversed_log_simplex = log_y  # exact log y of this draw, for log_prob
+        return mask
 
     def rsample(self, sample_shape: _ShapeLike = ()) -> torch.Tensor:
         """Reparameterised draw of shape ``sample_shape + batch + (D,)``."""
@@ -211,8 +221,13 @@ class Downhill(TorchDistribution):
         return self._relaxed_log_prob(value)
 
     def _relaxed_log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        log_y = _differences(value).clamp_(min=torch.finfo(value.dtype).tiny).log()
-        scores = self.index_distribution.logits - self._event_temperature * log_y
+        log_q = self.index_distribution.logits
+        log_y = getattr(value, "_reversed_log_simplex", None)
+        if log_y is None:
+            log_y = _differences(value).clamp_(min=torch.finfo(value.dtype).tiny).log()
+        else:  # a draw of rsample/sample: its exact log y, stored in reversed order k = D..0
+            log_q = log_q.flip(-1)
+        scores = log_q - self._event_temperature * log_y
         return (
             scores.sum(-1)
             - log_y.sum(-1)
