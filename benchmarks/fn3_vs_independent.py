@@ -17,9 +17,10 @@ Setup, per dataset (digits, MNIST-1D) and seed:
 
 Every network is trained with Adam (lr 1e-3), batch 128 and the same number of epochs; accuracy
 is on the test split, averaged over seeds (spread = standard deviation over seeds). FN3 recipes:
-``default`` (truncated geometric, π = 0.9, independent draws per axis, as in the paper) and
+``default`` (truncated geometric, π = 0.9, independent draws per axis, as in the paper),
 ``coupled+distill`` (comonotone draws across layers of a kind, the full network in every step as
-the teacher of the sampled one: sandwich rule with in-place distillation). The recipe of the
+the teacher of the sampled one: sandwich rule with in-place distillation) and
+``uniform+coupled+distill`` (the same with counts uniform over ``{always_on..size}``, FjORD-style). The recipe of the
 summary is picked per dataset by mean *validation* accuracy over the compared sub-networks (the
 test split plays no part in the choice). Times are wall-clock training times on one thread.
 
@@ -52,6 +53,12 @@ BITS = (2, 4, 8)
 RECIPES = {
     "default": {"keep_prob": 0.9},
     "coupled+distill": {"keep_prob": 0.9, "coupling": "kind", "sandwich": "full", "distill": True},
+    "uniform+coupled+distill": {
+        "distribution": "uniform",
+        "coupling": "kind",
+        "sandwich": "full",
+        "distill": True,
+    },
 }
 
 

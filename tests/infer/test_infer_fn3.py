@@ -270,3 +270,27 @@ def test_predict_probs_and_evaluate_agree_with_manual_computation(trained_mlp, d
         evaluate(net, x)
     with pytest.raises(ValueError, match="unknown axis"):
         predict_probs(net, x, {"nope": 1})
+
+
+def test_distillation_uses_labels_only_for_the_full_network(digits):
+    class Counting:
+        calls = 0
+
+        def __call__(self, out, y):
+            Counting.calls += 1
+            return F.cross_entropy(out, y)
+
+    def steps(**kwargs):
+        Counting.calls = 0
+        torch.manual_seed(0)
+        net = MLP(64, [16], 10, groups=2)
+        trainer = FN3Trainer(net, loss_fn=Counting(), seed=0, progress=False, **kwargs)
+        trainer.fit(digits.train, epochs=1)
+        return Counting.calls, trainer.step
+
+    calls, n = steps(sandwich="full")
+    assert calls == 2 * n
+    calls, n = steps(sandwich="both", distill=True)
+    assert calls == n  # the sampled and smallest networks learn from the full one's softmax
+    with pytest.raises(ValueError, match="distill"):
+        FN3Trainer(MLP(64, [16], 10, groups=2), distill=True)

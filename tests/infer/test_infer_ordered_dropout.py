@@ -171,3 +171,29 @@ def test_pyro_sites_named_after_axes():
     assert torch.allclose(prior.index_distribution.probs.double(), sampler.probs["hidden.0"])
     tensors = sampler.sample_sites(slice_hard=False)
     assert tensors["hidden.0"].shape == (8,)
+
+
+def test_coupled_axes_keep_their_marginals_and_move_together():
+    torch.manual_seed(0)
+    net = MLP(10, [32, 48], 3, groups=8, always_on=1, bits=6)  # two width axes + one bits axis
+    sampler = OrderedDropout(net, {"width": 0.8, "bits": 0.7}, coupling="kind", seed=3)
+    draws = [sampler.sample() for _ in range(20000)]
+    # Same kind and same law: identical counts at every draw.
+    assert all(d["hidden.0"] == d["hidden.1"] for d in draws)
+    # Each axis keeps its own law exactly (chi-square against KeepCount).
+    for name, pi, orderable in (("hidden.1", 0.8, 7), ("bits", 0.7, 5)):
+        counts = torch.bincount(torch.tensor([d[name] - 1 for d in draws]), minlength=orderable + 1)
+        assert _chi_square_pvalue(counts, KeepCount.geometric(pi, orderable).probs) > 1e-3
+    # Different kinds stay independent.
+    table = torch.zeros(8, 6)
+    for d in draws[:5000]:
+        table[d["hidden.0"] - 1, d["bits"] - 1] += 1
+    table = table[table.sum(1) > 0][:, table.sum(0) > 0]
+    assert stats.chi2_contingency(table.numpy()).pvalue > 1e-3
+    # coupling="all": one uniform for every axis, so counts are comonotone across kinds.
+    together = OrderedDropout(net, {"width": 0.8, "bits": 0.7}, coupling="all", seed=3)
+    pairs = sorted({(d["hidden.0"], d["bits"]) for d in (together.sample() for _ in range(3000))})
+    bits_in_order = [b for _, b in pairs]
+    assert bits_in_order == sorted(bits_in_order)
+    with pytest.raises(ValueError, match="coupling"):
+        OrderedDropout(net, coupling="layer")
