@@ -1,0 +1,125 @@
+"""Data for trained models, evaluation of sub-networks, scores, budgets and fronts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from bayes_nest import metrics
+from bayes_nest.data import corrupt, load_dataset
+from bayes_nest.pipeline import ModelSpec, fit
+from bayes_nest.search.front import Front, Point
+from bayes_nest.workflow import (
+    analyse,
+    data_for,
+    evaluate_config,
+    load_data,
+    make_score,
+    read_front,
+    resolve_budget,
+)
+
+SPEC = ModelSpec("mlp", {"hidden": [16, 16], "groups": 4})
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", seed=2)
+
+
+@pytest.fixture(scope="module")
+def fn3(digits):
+    info = {"source": "digits", "seed": 2, "val_fraction": 0.1, "test_fraction": 0.2}
+    return fit(SPEC, digits, "fn3", epochs=3, progress=False, data_info=info)
+
+
+def test_data_for_reproduces_the_training_splits(fn3, digits):
+    again = data_for(fn3, "digits")
+    for name in ("train", "val", "test"):
+        assert torch.equal(again.splits[name].y, digits.splits[name].y)
+        assert torch.allclose(again.splits[name].x, digits.splits[name].x, atol=1e-5)
+
+
+def test_data_for_a_new_file_uses_the_model_standardization(fn3, digits, tmp_path):
+    raw = digits.test.x * digits.std + digits.mean
+    np.savez(tmp_path / "new.npz", x=raw.numpy(), y=digits.test.y.numpy())
+    data = data_for(fn3, tmp_path / "new.npz", whole=True)
+    assert len(data.test.y) == len(digits.test.y)
+    # same examples (in another order), standardized with the training statistics
+    probe = torch.randn(64, dtype=torch.float64)
+    ours, theirs = data.test.x.double() @ probe, digits.test.x.double() @ probe
+    assert torch.allclose(ours.sort().values, theirs.sort().values, atol=1e-3)
+    assert torch.equal(data.test.y[ours.argsort()], digits.test.y[theirs.argsort()])
+
+
+def test_load_data_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="digitz.*built-in datasets: digits, mnist1d"):
+        load_data("digitz")
+    (tmp_path / "x.txt").write_text("1,2\n")
+    with pytest.raises(ValueError, match="unsupported file type"):
+        load_data(tmp_path / "x.txt")
+
+
+def test_evaluate_config_against_independent_oracles(fn3, digits):
+    config = {"hidden.0": 2, "hidden.1": 4}
+    scores, probs = evaluate_config(fn3, digits.test, config, seed=5, return_probs=True)
+    p = probs[0].numpy()
+    y = digits.test.y.numpy()
+    assert scores["accuracy"] == pytest.approx(float((p.argmax(1) == y).mean()))
+    assert scores["nll"] == pytest.approx(float(-np.log(p[np.arange(len(y)), y]).mean()), 1e-5)
+    noise = corrupt(digits.test.x, "gaussian_noise", 1.0, seed=5)
+    p_out = fn3.predict(noise, config)[0].numpy()
+
+    def entropy(q):
+        return -(q * np.log(np.clip(q, 1e-12, 1))).sum(1)
+
+    labels = np.r_[np.zeros(len(p)), np.ones(len(p_out))]
+    oracle = roc_auc_score(labels, np.r_[entropy(p), entropy(p_out)])
+    assert scores["ood_auroc"] == pytest.approx(oracle, abs=2e-5)  # float32 ties
+    assert np.isnan(evaluate_config(fn3, digits.test, config, ood=None)["ood_auroc"])
+
+
+def test_evaluate_config_rejects_unknown_labels(fn3, digits):
+    bad = digits.test._replace(y=digits.test.y.clone())
+    bad.y[0] = 11
+    with pytest.raises(ValueError, match="class 11, unknown to a model of 10 classes"):
+        evaluate_config(fn3, bad)
+
+
+def test_scores(fn3, digits):
+    val = digits.val
+    config = {"hidden.0": 3}
+    probs = fn3.predict(val.x, config)
+    acc, nll = metrics.accuracy(probs, val.y), metrics.nll(probs, val.y)
+    ece = metrics.expected_calibration_error(probs, val.y)
+    assert make_score(fn3, val)(config) == pytest.approx(acc)
+    assert make_score(fn3, val, "nll")(config) == pytest.approx(-nll)
+    pen = make_score(fn3, val, "ece-penalised", ece_weight=2.0)(config)
+    assert pen == pytest.approx(acc - 2 * ece)
+    with pytest.raises(ValueError, match="unknown score 'f1'"):
+        make_score(fn3, val, "f1")
+
+
+def test_budgets_and_fronts(fn3, tmp_path):
+    full = fn3.cost_model("macs")({})
+    front = Front([Point({"hidden.0": 1, "hidden.1": 1}, 0.5, 100.0)], metric="macs")
+    assert resolve_budget("25%", front, fn3) == pytest.approx(0.25 * full)
+    assert resolve_budget(300.0, front, fn3) == 300.0
+    front.to_json(tmp_path / "f.json")
+    assert read_front(tmp_path / "f.json", fn3).points[0].score == 0.5
+    Front([Point({"layer.9": 1}, 0.5, 1.0)]).to_json(tmp_path / "g.json")
+    with pytest.raises(ValueError, match="does not fit the model.*layer.9"):
+        read_front(tmp_path / "g.json", fn3)
+
+
+def test_analyse_picks_the_best_config_within_each_budget(fn3, digits):
+    a = analyse(fn3, digits, label="FN3", budgets=["30%", "100%"], progress=False)
+    full = fn3.cost_model("macs")({})
+    for row, share in zip(a.rows, (0.3, 1.0), strict=True):
+        fitting = [p for p in a.front.points if p.cost <= share * full]
+        assert row["front_score"] == max(p.score for p in fitting)
+        assert row["macs"] <= share * full
+        assert set(row) >= {"accuracy", "nll", "ece", "ood_auroc", "params", "config"}
+    assert len(a.probs) == 2 and a.probs[0][0].shape == (1, len(digits.test.y), 10)
