@@ -221,7 +221,7 @@ def fit(
         history = BNNNHistory.from_dict(state["history"])
     elif resume:
         warnings.warn(
-            f"no checkpoint at {str(checkpoint_path)!r}; training from the start", stacklevel=2
+            f"no checkpoint at {str(checkpoint_path)!r}; training from the start", stacklevel=3
         )
     bnnn.history = history
 
