@@ -127,6 +127,23 @@ class Downhill(TorchDistribution):
         self._set_state(index, temperature)
         super().__init__(batch_shape, param.shape[-1:], validate_args=validate_args)
 
+    @classmethod
+    def geometric(
+        cls,
+        keep_prob: float | torch.Tensor,
+        num_blocks: int,
+        *,
+        temperature: float | torch.Tensor,
+        validate_args: bool | None = None,
+    ) -> Downhill:
+        r"""Nested-dropout prior: :math:`\beta_i = \pi` for all ``num_blocks`` blocks.
+
+        The keep count is the truncated geometric of :meth:`KeepCount.geometric`; ``keep_prob``
+        is a scalar or a tensor of the batch shape.
+        """
+        keep_probs = KeepCount.geometric(keep_prob, num_blocks, validate_args=False).keep_probs
+        return cls(keep_probs=keep_probs, temperature=temperature, validate_args=validate_args)
+
     def _set_state(self, index: KeepCount, temperature: torch.Tensor) -> None:
         self.index_distribution = index
         self.temperature = temperature

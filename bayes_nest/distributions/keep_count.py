@@ -31,7 +31,7 @@ def _as_float_tensor(value: object, name: str) -> torch.Tensor:
     return tensor
 
 
-def select_keep_param(keep_probs: object, keep_logits: object) -> tuple[str, torch.Tensor]:
+def _select_keep_param(keep_probs: object, keep_logits: object) -> tuple[str, torch.Tensor]:
     """Return ``(name, tensor)`` for the one keep parameter given; raise if both or neither."""
     if (keep_probs is None) == (keep_logits is None):
         given = "both" if keep_probs is not None else "neither"
@@ -89,7 +89,7 @@ class KeepCount(TorchDistribution):
         *,
         validate_args: bool | None = None,
     ) -> None:
-        name, param = select_keep_param(keep_probs, keep_logits)
+        name, param = _select_keep_param(keep_probs, keep_logits)
         setattr(self, name, param)
         self._param = param
         super().__init__(param.shape[:-1], torch.Size(), validate_args=validate_args)

@@ -11,7 +11,7 @@ from pyro.distributions.testing.gof import multinomial_goodness_of_fit
 from scipy import integrate
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
-from bayes_nest.distributions import Downhill, KeepCount, constraints
+from bayes_nest.distributions import Downhill, DownhillStraightThrough, KeepCount, constraints
 
 
 def differences(m: torch.Tensor) -> torch.Tensor:
@@ -50,6 +50,19 @@ def test_shapes_and_attributes():
     assert downhill.sample().shape == (2, 3, 5)
     assert downhill.support.event_dim == 1
     assert downhill.support.check(sample).shape == (4, 2, 3)
+
+
+@pytest.mark.parametrize("cls", [Downhill, DownhillStraightThrough])
+def test_geometric_constructor(cls):
+    prior = cls.geometric(0.9, 5, temperature=0.5)
+    assert type(prior) is cls and prior.event_shape == (5,)
+    torch.testing.assert_close(prior.keep_probs, torch.full((5,), 0.9))
+    expected = torch.tensor([0.9**b * 0.1 for b in range(5)] + [0.9**5])
+    torch.testing.assert_close(prior.index_distribution.probs, expected)
+    batched = cls.geometric(torch.tensor([0.5, 0.8]), 3, temperature=1.0)
+    assert batched.batch_shape == (2,)
+    with pytest.raises(ValueError, match="keep_probs"):
+        cls.geometric(1.5, 3, temperature=1.0, validate_args=True)
 
 
 def test_batched_temperature_broadcasts():
