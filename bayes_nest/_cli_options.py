@@ -332,8 +332,9 @@ def add_model_data(p: argparse.ArgumentParser, split: str) -> None:
         "--split",
         default=split,
         choices=("train", "val", "test", "all"),
-        help=f"split of the data (the model's own split; 'all': every example of a "
-        f"new file; default {split})",
+        help=f"split of the data (the model's own split; 'all': every example of a new "
+        f"file; default {split}); networks with batch norm get statistics per sub-network "
+        "from the training split (not with 'all')",
     )
     p.add_argument("--label-column", type=column, help="label column of a CSV file")
 

@@ -195,10 +195,13 @@ def _evaluate(args: argparse.Namespace) -> None:
     data = data_for(model, args.data, whole=args.split == "all", **opt.data_kwargs(args))
     split = data.test if args.split == "all" else getattr(data, args.split)
     configs = opt.selected_configs(args, model)
+    calib = None if args.split == "all" else data.train  # batch-norm statistics per config
     cost_macs, cost_params = model.cost_model("macs"), model.cost_model("params")
     rows = []
     for label, config in configs:
-        scores = evaluate_config(model, split, config, ood=args.ood, num_samples=args.samples)
+        scores = evaluate_config(
+            model, split, config, ood=args.ood, num_samples=args.samples, calibration=calib
+        )
         rows.append(
             {
                 "budget": label,
@@ -272,6 +275,7 @@ def _search(args: argparse.Namespace) -> None:
         ece_weight=args.ece_weight,
         num_samples=args.samples,
         progress=not args.no_progress,
+        calibration=None if args.split == "all" else data.train,
     )
     front.info.update(
         {"checkpoint": os.fspath(args.checkpoint), "data": args.data, "split": args.split}

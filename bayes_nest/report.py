@@ -59,6 +59,8 @@ def config_summary(module: nn.Module, config: Mapping[str, int] | None) -> str:
 def _cell(value: Any, fmt: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
+    if fmt == "{}" and isinstance(value, float):
+        fmt = "{:.4f}"
     try:
         return fmt.format(value)
     except (ValueError, TypeError):

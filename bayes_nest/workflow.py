@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from . import metrics
 from .data import DATASETS, DataBundle, Split, corrupt, load_dataset, load_file
@@ -40,6 +41,7 @@ __all__ = [
     "load_data",
     "make_score",
     "read_front",
+    "recalibrated",
     "resolve_budget",
     "search_front",
     "seeded",
@@ -159,6 +161,7 @@ def evaluate_config(
     seed: int = 0,
     n_bins: int = 15,
     return_probs: bool = False,
+    calibration: Split | None = None,
 ) -> dict[str, float] | tuple[dict[str, float], torch.Tensor]:
     """Accuracy, NLL, Brier, ECE and (with ``ood``) OOD AUROC of one sub-network on a split.
 
@@ -171,6 +174,9 @@ def evaluate_config(
     dict
         ``accuracy``, ``nll``, ``brier``, ``ece``, ``ood_auroc`` (NaN without ``ood``), ``n``;
         with ``return_probs`` also the predictions ``(S, N, K)``.
+
+    With ``calibration`` (training data) a network with batch-norm first re-estimates its
+    statistics for ``config`` (:func:`recalibrated`), as its export would.
     """
     x = model.check_inputs(split.x, "inputs")
     y = torch.as_tensor(split.y)
@@ -179,8 +185,14 @@ def evaluate_config(
         raise ValueError(
             f"labels hold class {int(bad)}, unknown to a model of {model.num_classes} classes"
         )
-    with seeded(seed):
-        probs = model.predict(x, config, num_samples=num_samples)
+    with recalibrated(model, config, calibration):
+        with seeded(seed):
+            probs = model.predict(x, config, num_samples=num_samples)
+        probs_out = None
+        if ood is not None and len(x) >= 2:
+            shifted = corrupt(x, ood, 1.0, seed=seed)
+            with seeded(seed + 1):
+                probs_out = model.predict(shifted, config, num_samples=num_samples)
     out = {
         "accuracy": metrics.accuracy(probs, y),
         "nll": metrics.nll(probs, y),
@@ -189,10 +201,7 @@ def evaluate_config(
         "ood_auroc": math.nan,
         "n": len(y),
     }
-    if ood is not None and len(x) >= 2:
-        shifted = corrupt(x, ood, 1.0, seed=seed)
-        with seeded(seed + 1):
-            probs_out = model.predict(shifted, config, num_samples=num_samples)
+    if probs_out is not None:
         out["ood_auroc"] = metrics.ood_auroc(
             metrics.predictive_entropy(probs), metrics.predictive_entropy(probs_out)
         )
@@ -208,6 +217,29 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def recalibrated(
+    model: TrainedModel, config: Mapping[str, int], calibration: Split | None
+) -> Iterator[None]:
+    """Within the block, the batch-norm layers of ``model`` hold statistics re-estimated for
+    ``config`` on the ``calibration`` inputs; the model's own statistics (which mix all
+    sub-networks seen in training) are restored afterwards. Nothing happens without
+    batch-norm layers or without data."""
+    norms = [m for m in model.module.modules() if isinstance(m, _BatchNorm)]
+    if calibration is None or not norms:
+        yield
+        return
+    from .subnet import recalibrate_batchnorm
+
+    saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in norms]
+    try:
+        recalibrate_batchnorm(model.module, calibration.x, dict(config or {}))
+        yield
+    finally:
+        for m, state in zip(norms, saved, strict=True):
+            m.load_state_dict(state)
+
+
 # ----------------------------------------------------------------------------- search
 
 SCORES = ("accuracy", "nll", "ece-penalised")
@@ -221,20 +253,22 @@ def make_score(
     ece_weight: float = 1.0,
     num_samples: int | None = None,
     seed: int = 0,
+    calibration: Split | None = None,
 ) -> Callable[[Mapping[str, int]], float]:
     r"""A score ``config -> float`` (higher is better) of sub-networks on ``split``.
 
     ``"accuracy"``; ``"nll"`` (negated, so higher is better); ``"ece-penalised"``:
     :math:`\mathrm{acc} - \lambda\,\mathrm{ECE}` with :math:`\lambda` = ``ece_weight``.
     BNNN predictions use the same random numbers for every config (common random numbers),
-    so differences between configs are not Monte Carlo noise.
+    so differences between configs are not Monte Carlo noise. With ``calibration``, batch-norm
+    statistics are re-estimated for every config first (:func:`recalibrated`).
     """
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r}; choose one of {SCORES}")
     x, y = model.check_inputs(split.x, "inputs"), torch.as_tensor(split.y)
 
     def evaluate(config: Mapping[str, int]) -> float:
-        with seeded(seed):
+        with recalibrated(model, config, calibration), seeded(seed):
             probs = model.predict(x, config, num_samples=num_samples)
         if score == "accuracy":
             return metrics.accuracy(probs, y)
@@ -256,13 +290,22 @@ def search_front(
     ece_weight: float = 1.0,
     num_samples: int | None = None,
     progress: bool = True,
+    calibration: Split | None = None,
     **kwargs: Any,
 ) -> Any:
     """Greedy front (:func:`bayes_nest.search.greedy`) of ``model``'s sub-networks, scored on
-    ``split`` by :func:`make_score`; settings are recorded in ``front.info``."""
+    ``split`` by :func:`make_score` (``calibration``: see there); settings are recorded in
+    ``front.info``."""
     from .search.greedy import greedy
 
-    fn = make_score(model, split, score, ece_weight=ece_weight, num_samples=num_samples)
+    fn = make_score(
+        model,
+        split,
+        score,
+        ece_weight=ece_weight,
+        num_samples=num_samples,
+        calibration=calibration,
+    )
     front = greedy(
         model.module, fn, cost=cost, input_shape=model.input_shape, progress=progress, **kwargs
     )
@@ -332,6 +375,7 @@ def analyse(
 ) -> Any:
     """Search the front on ``data.val`` (unless given), pick the best sub-network for every
     budget and evaluate it on ``data.test``; returns a :class:`~bayes_nest.report.Analysis`.
+    Networks with batch-norm are recalibrated on ``data.train`` for every sub-network.
 
     Raises
     ------
@@ -349,13 +393,20 @@ def analyse(
             ece_weight=ece_weight,
             num_samples=num_samples,
             progress=progress,
+            calibration=data.train,
         )
     chosen = [(b, front.best(resolve_budget(b, front, model))) for b in budgets]
     macs, params = model.cost_model("macs"), model.cost_model("params")
     rows, probs = [], []
     for budget, point in chosen:
         scores, p = evaluate_config(
-            model, data.test, point.config, ood=ood, num_samples=num_samples, return_probs=True
+            model,
+            data.test,
+            point.config,
+            ood=ood,
+            num_samples=num_samples,
+            return_probs=True,
+            calibration=data.train,
         )
         rows.append(
             {

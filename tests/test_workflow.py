@@ -123,3 +123,28 @@ def test_analyse_picks_the_best_config_within_each_budget(fn3, digits):
         assert row["macs"] <= share * full
         assert set(row) >= {"accuracy", "nll", "ece", "ood_auroc", "params", "config"}
     assert len(a.probs) == 2 and a.probs[0][0].shape == (1, len(digits.test.y), 10)
+
+
+def test_recalibrated_batchnorm_matches_export_and_is_restored(digits):
+    from bayes_nest.subnet import export
+    from bayes_nest.workflow import recalibrated
+
+    spec = ModelSpec("mlp", {"hidden": [16], "groups": 4, "norm": "batch"})
+    model = fit(spec, digits, "fn3", epochs=1, progress=False)
+    config = {"hidden.0": 2}
+    norm = model.module.hidden[0].norm
+    before = norm.running_mean.clone()
+    exported = export(model.module, config, input_shape=(64,), calibration_data=digits.train.x)
+    with torch.no_grad():
+        expected = torch.softmax(exported(digits.test.x), -1)
+    _, probs = evaluate_config(
+        model, digits.test, config, return_probs=True, calibration=digits.train
+    )
+    assert torch.allclose(probs[0], expected, atol=1e-5)
+    assert torch.equal(norm.running_mean, before)  # the nested statistics are back
+    plain = evaluate_config(model, digits.test, config)  # without: the mixed statistics
+    with recalibrated(model, config, digits.train):
+        assert not torch.equal(norm.running_mean[:8], before[:8])
+    assert plain["nll"] != pytest.approx(
+        evaluate_config(model, digits.test, config, calibration=digits.train)["nll"]
+    )
