@@ -18,9 +18,9 @@ from bayes_nest.infer import (
     predict_probs,
 )
 from bayes_nest.infer.checkpoint import load_checkpoint
-from bayes_nest.models import MLP
+from bayes_nest.models import MLP, ConvNet, ResNet, ResNeXt
 from bayes_nest.nn import axes, get_masks, masked
-from bayes_nest.subnet import full, smallest, use
+from bayes_nest.subnet import full, recalibrate_batchnorm, smallest, use
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,50 @@ def test_bits_mlp_trains(digits):
     assert full_acc >= 0.9
     assert one_bit >= 0.8
     assert smallest_acc >= 0.4  # one group of 8 units with 1-bit weights
+
+
+@pytest.fixture(scope="module")
+def digits_images():
+    return load_dataset("digits", seed=0, flat=False)
+
+
+CONV_MODELS = {
+    "width": lambda: ConvNet(10, 1, (16, 32), groups=4),
+    "depth": lambda: ResNet(10, 1, (8, 16), (2, 2), groups=2),
+    "paths": lambda: ResNeXt(10, 1, (8, 16), (2, 2), cardinality=4, path_width=2, groups=2),
+}
+
+
+def _conv_scores(kind, data, epochs):
+    """Train a conv model with FN3; test accuracy of the full network and of the smallest
+    setting of every axis of ``kind`` (others whole), after batch-norm recalibration."""
+    torch.manual_seed(0)
+    net = CONV_MODELS[kind]()
+    assert any(a.kind == kind for a in axes(net).values())
+    adam = functools.partial(torch.optim.Adam, lr=3e-3)
+    fit_fn3(net, data.train, epochs=epochs, seed=0, progress=False, optimizer=adam)
+    shrunk = {name: a.always_on for name, a in axes(net).items() if a.kind == kind}
+    scores = []
+    for config in (full(net), shrunk):
+        recalibrate_batchnorm(net, data.train, config)
+        scores.append(evaluate(net, data.test, config)["accuracy"])
+    return scores
+
+
+@pytest.mark.parametrize(
+    "kind, epochs, min_full, min_small", [("width", 5, 0.7, 0.2), ("depth", 5, 0.8, 0.6)]
+)
+def test_conv_axis_kinds_train_fast(digits_images, kind, epochs, min_full, min_small):
+    full_acc, small_acc = _conv_scores(kind, digits_images, epochs)
+    assert full_acc >= min_full and small_acc >= min_small
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, min_small", [("width", 0.5), ("depth", 0.85), ("paths", 0.5)])
+def test_conv_axis_kinds_train_to_sound_accuracy(digits_images, kind, min_small):
+    full_acc, small_acc = _conv_scores(kind, digits_images, 25)
+    assert full_acc >= 0.9
+    assert small_acc >= min_small  # chance is 0.1
 
 
 def test_truncation_beats_random_block_dropping(digits):
