@@ -55,9 +55,9 @@ import torch
 from pyro.nn import PyroModule
 from torch import nn
 
-from ..nn.axis import axes, axis_owners, full_block_mask, masked
-from ..nn.bayesian import BayesianLayer, deterministic_weights, pinned_weights, to_bayesian_
-from ..subnet.config import validate_config
+from ..nn.axis import axes, axis_owners, full_block_mask
+from ..nn.bayesian import BayesianLayer, to_bayesian_
+from . import bnnn_predict
 from .bnnn_kl import bayesian_layers, weight_kl_terms
 from .vou import Temperature, VariationalOrderingUnit
 
@@ -311,25 +311,6 @@ class BNNN(nn.Module):
         return torch.stack(list(terms.values())).sum()
 
     # ------------------------------------------------------------------ prediction
-    def _masks(self, config: Mapping[str, int] | None, scale: bool) -> dict:
-        if config is None:
-            counts = {n: int(v.sample_keep_counts()) for n, v in self.vous.items()}
-        else:
-            counts = dict(config)
-        if not scale:
-            return counts
-        marginals = self.keep_marginals()
-        masks: dict = {}
-        for n, count in counts.items():
-            if n not in marginals:
-                masks[n] = count
-                continue
-            m = marginals[n].clone()
-            m[count:] = 0.0
-            masks[n] = m
-        return masks
-
-    @torch.no_grad()
     def predict(
         self,
         x: torch.Tensor,
@@ -340,64 +321,18 @@ class BNNN(nn.Module):
         sample_weights: bool = True,
         batch_size: int = 1024,
     ) -> torch.Tensor:
-        r"""Posterior predictive class probabilities of sub-networks.
-
-        Parameters
-        ----------
-        x : Tensor, shape ``(N, ...)``
-        config : mapping axis -> keep count, optional
-            Run this sub-network (hard truncation; missing axes kept whole), e.g.
-            ``subnet.full(bnnn.net)``. ``None``: every sample draws its own keep counts from
-            the posterior :math:`q(b)` of each axis, i.e. the posterior predictive over
-            sub-networks.
-        num_samples : int
-            Monte Carlo samples :math:`S`.
-        scale_by_keep_marginals : bool
-            Multiply each kept block by its posterior keep marginal :math:`P(b \ge k)`
-            (BNNN's weight-scaling inference); always-on blocks keep 1.
-        sample_weights : bool
-            Draw pre-activations from the weight posterior (default) or use the posterior
-            mean weights (then all samples with a fixed ``config`` agree).
-        batch_size : int
-            Examples per forward pass.
-
-        Returns
-        -------
-        Tensor, shape ``(S, N, K)``
-            Softmax probabilities, one row per sample; the network runs in eval mode.
-        """
-        if not torch.is_tensor(x):
-            raise TypeError(f"x must be a Tensor of shape (N, ...), got {type(x).__name__}")
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        checked = None if config is None else validate_config(self.net, config)
-        return self._run(
-            x, num_samples, checked, scale_by_keep_marginals, sample_weights, batch_size
+        """Posterior predictive class probabilities ``(S, N, K)`` of sub-networks; see
+        :func:`bayes_nest.infer.bnnn_predict.predict`."""
+        return bnnn_predict.predict(
+            self,
+            x,
+            config=config,
+            num_samples=num_samples,
+            scale_by_keep_marginals=scale_by_keep_marginals,
+            sample_weights=sample_weights,
+            batch_size=batch_size,
         )
 
-    def _run(self, x, num_samples, config, scale, sample_weights, batch_size, weights=None):
-        net = self.net
-        was_training = net.training
-        net.eval()
-        out = []
-        try:
-            for s in range(num_samples):
-                masks = self._masks(config, scale)
-                pinned = {} if weights is None else {k: v[s] for k, v in weights.items()}
-                with (
-                    masked(net, masks),
-                    deterministic_weights(net, not sample_weights),
-                    pinned_weights(net, pinned),
-                ):
-                    chunks = [net(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-                out.append(torch.softmax(torch.cat(chunks).float(), -1))
-        finally:
-            net.train(was_training)
-        return torch.stack(out)
-
-    @torch.no_grad()
     def posterior_samples(
         self,
         num_samples: int,
@@ -405,51 +340,9 @@ class BNNN(nn.Module):
         *,
         weights: Sequence[str] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Draws from the posterior, as a dict of arrays for :func:`bayes_nest.analysis.to_arviz`.
-
-        Parameters
-        ----------
-        num_samples : int
-            :math:`S`.
-        x : Tensor, optional
-            Inputs for predictive probabilities.
-        weights : sequence of str, optional
-            Paths of Bayesian layers whose weight draws to return (default: the last layer).
-
-        Returns
-        -------
-        dict of numpy arrays, leading dimension ``S``
-            ``"keep_probs/<axis>"`` ``(S, D)`` (the variational parameter, repeated),
-            ``"keep_count/<axis>"`` ``(S,)`` (kept blocks, always-on included),
-            ``"mask/<axis>"`` ``(S, D)`` (the hard mask of the orderable blocks),
-            ``"weight/<layer>"`` ``(S, *weight_shape)``, and with ``x`` ``"probs"`` ``(S, N, K)``
-            (the sub-network and weights of each draw; a posterior-predictive quantity).
-        """
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-        layers = {path: layer for path, layer, *_ in bayesian_layers(self.net)}
-        chosen = [list(layers)[-1]] if weights is None else list(weights)
-        for path in chosen:
-            if path not in layers:
-                raise ValueError(f"no Bayesian layer {path!r}; Bayesian layers: {sorted(layers)}")
-        out: dict[str, np.ndarray] = {}
-        counts = {n: v.sample_keep_counts((num_samples,)) for n, v in self.vous.items()}
-        for n, v in self.vous.items():
-            out[f"keep_probs/{n}"] = v.keep_probs().detach().expand(num_samples, -1).numpy()
-            out[f"keep_count/{n}"] = counts[n].numpy()
-            blocks = torch.arange(v.axis.always_on, v.axis.size)
-            out[f"mask/{n}"] = (blocks < counts[n][:, None]).float().numpy()
-        draws = {p: [layers[p].sample_weight() for _ in range(num_samples)] for p in chosen}
-        for p in chosen:
-            out[f"weight/{p}"] = torch.stack([w for w, _ in draws[p]]).numpy()
-        if x is not None:
-            probs = []
-            for s in range(num_samples):
-                config = {n: int(c[s]) for n, c in counts.items()}
-                pinned = {p: [draws[p][s]] for p in chosen}
-                probs.append(self._run(x, 1, config, False, True, 1024, pinned)[0])
-            out["probs"] = torch.stack(probs).numpy()
-        return out
+        """Posterior draws as a dict of arrays for :func:`bayes_nest.analysis.to_arviz`; see
+        :func:`bayes_nest.infer.bnnn_predict.posterior_samples`."""
+        return bnnn_predict.posterior_samples(self, num_samples, x, weights=weights)
 
     def bayesian_layers(self) -> list[tuple[str, BayesianLayer, str | None, int]]:
         """``(path, layer, axis, block_size)`` of every Bayesian layer of the network."""

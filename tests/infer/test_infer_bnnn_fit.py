@@ -18,7 +18,10 @@ from bayes_nest.nn import NestedLinear, SlicedLinear
 @pytest.fixture(autouse=True)
 def _clean_pyro():
     pyro.clear_param_store()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is faster and steadier
     yield
+    torch.set_num_threads(threads)
     pyro.clear_param_store()
 
 
