@@ -45,7 +45,7 @@ from pyro.infer import TraceMeanField_ELBO
 from bayes_nest._bench import interleaved_timings, median_ratio, print_table, write_result
 from bayes_nest.infer.bnnn import BNNN
 from bayes_nest.infer.distributed import DistContext
-from bayes_nest.infer.distributed_fn3 import DistributedFN3Trainer
+from bayes_nest.infer.distributed_fn3 import DistributedFN3Trainer, _grad_scaler
 from bayes_nest.models import ResNet
 from bayes_nest.subnet import export, full
 
@@ -142,7 +142,7 @@ def build(preset: dict, device: torch.device, amp_rows: bool):
 
     if amp_rows:
         amp_plain = export(reference, full(reference), input_shape=(3, 32, 32)).to(device)
-        scaler = torch.amp.GradScaler("cuda")
+        scaler = _grad_scaler()
         steps["plain + AMP"] = functools.partial(
             plain_step, amp_plain.train(), _sgd(amp_plain.parameters()), scaler, True
         )
@@ -168,7 +168,9 @@ def main() -> None:
         device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     if device.type == "cuda":
         device = torch.device("cuda", device.index or 0)
-        torch.backends.cudnn.benchmark = True
+        # No cuDNN autotuning: sliced sub-networks have many distinct shapes, each of which would
+        # be tuned anew, so it would time the tuner rather than training.
+        torch.backends.cudnn.benchmark = False
         clock = time.perf_counter
         preset_name = "quick" if args.quick else "gpu"
     else:

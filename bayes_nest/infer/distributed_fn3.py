@@ -63,6 +63,13 @@ class _SyncAtEnd:
         return len(self.loader)
 
 
+def _grad_scaler() -> Any:
+    """A CUDA gradient scaler (``torch.amp.GradScaler`` from torch 2.3, before in torch.cuda.amp)."""
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler("cuda")
+    return torch.cuda.amp.GradScaler()
+
+
 class DistributedFN3Trainer(FN3Trainer):
     """FN3 training on every process of a data-parallel job.
 
@@ -162,7 +169,7 @@ class DistributedFN3Trainer(FN3Trainer):
             grad_clip=grad_clip,
             **kwargs,
         )
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.scaler = _grad_scaler() if self.amp_dtype == torch.float16 else None
         self.check_masks = bool(check_masks)
         self.ddp = wrap_ddp(self.module, ctx, find_unused_parameters=find_unused_parameters)
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import IterableDataset
 
-from bayes_nest.infer import OrderedDropout
+from bayes_nest.infer import FN3Trainer, NonFiniteLossError, OrderedDropout
 from bayes_nest.infer.bnnn import BNNN
 from bayes_nest.infer.checkpoint import load_checkpoint
 from bayes_nest.infer.distributed import (
@@ -247,6 +247,42 @@ def test_one_process_trainer_matches_the_plain_reference_loop(no_torchrun_env):
     assert len(history) == 2 and history.loss[-1] < history.loss[0] + 0.5
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"sandwich": "both", "keep_prob": 0.7},
+        {"sandwich": "full", "distill": True, "coupling": "kind"},
+        {"grad_clip": 0.05, "distribution": "uniform"},
+    ],
+)
+def test_one_process_step_equals_the_fn3_trainer_step(kwargs):
+    x, y = _data()
+    nets = [_depth_net(), _depth_net()]
+    opt = functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9)
+    plain = FN3Trainer(nets[0], optimizer=opt, seed=SEED, progress=False, **kwargs)
+    ours = DistributedFN3Trainer(
+        nets[1], ctx=DistContext(), optimizer=opt, seed=SEED, progress=False, **kwargs
+    )
+    for k in range(3):
+        batch = x[16 * k : 16 * (k + 1)], y[16 * k : 16 * (k + 1)]
+        loss, correct = plain.train_step(*batch)
+        assert ours.train_step(*batch) == pytest.approx((loss, correct), rel=1e-6)
+    _assert_params_close(_params(nets[1]), _params(nets[0]))
+
+
+def test_non_finite_loss_stops_before_the_update():
+    net = _mlp()
+    trainer = _trainer(net, DistContext())
+    before = _params(net)
+    x, y = _data()
+    x[3, 0] = float("nan")
+    with pytest.raises(NonFiniteLossError, match="non-finite training loss nan at step 0"):
+        trainer.train_step(x[:16], y[:16])
+    _assert_params_close(_params(net), before)
+    assert trainer.step == 0
+
+
 # ----------------------------------------------------------------------------- two processes
 
 
@@ -303,6 +339,15 @@ def _worker(out: Path) -> None:
     _trainer(net, ctx, sandwich="both").fit(data, epochs=2)
     result["depth_sandwich"] = _params(net)
 
+    # A NaN in rank 1's shard only (position 1 of the permutation): both ranks stop, no hang.
+    x_nan = data[0].clone()
+    x_nan[torch.randperm(N, generator=torch.Generator().manual_seed(SEED))[1], 0] = float("nan")
+    try:
+        _trainer(_mlp(), ctx).fit((x_nan, data[1]), epochs=1)
+        result["nan_error"] = None
+    except NonFiniteLossError as e:
+        result["nan_error"] = (e.step, str(e))
+
     # Checkpoints: one epoch, then a fresh model resumed to three epochs.
     ckpt = out / "fn3.ckpt"
     calls: list[str] = []
@@ -352,6 +397,8 @@ def two_ranks(tmp_path_factory):
     root = Path(__file__).resolve().parents[2]
     env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=f"{root}{os.pathsep}{env.get('PYTHONPATH', '')}")
+    if sys.platform.startswith("linux"):
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # localhost only, whatever the hostname says
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     cmd += [__file__, "--worker", str(out)]
     proc = subprocess.Popen(
@@ -390,6 +437,13 @@ def test_every_rank_draws_the_same_masks_at_every_step(two_ranks):
     assert len(gathered) == 2 and gathered[0] == gathered[1] == r1["fn3_configs"]
     assert len(gathered[0]) == 2 * N // BATCH
     assert len({tuple(c[0].values()) for c in gathered[0]}) > 1  # the masks do vary
+
+
+def test_a_non_finite_loss_on_one_rank_stops_every_rank(two_ranks):
+    _, (r0, r1) = two_ranks
+    for result in (r0, r1):
+        step, message = result["nan_error"]
+        assert step == 0 and "non-finite training loss nan" in message
 
 
 def test_depth_axes_and_sandwich_rule_match_one_process_training(two_ranks):
