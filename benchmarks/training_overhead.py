@@ -116,9 +116,15 @@ def main() -> None:
         net = MLP(64, [hidden, hidden], 10, groups=groups)
         trainers[name] = FN3Trainer(net, seed=0, progress=False, batch_size=batch, **kwargs)
 
+    torch.manual_seed(0)
+    nested_full = MLP(64, [hidden, hidden], 10, groups=groups)  # no masks set: full width
+    nested_opt = torch.optim.Adam(nested_full.parameters(), lr=1e-3)
+
     times: dict[str, list[float]] = {"plain nn.Linear MLP": []} | {n: [] for n in variants}
+    times["nested MLP, full width, no dropout"] = []
     # Warm-up, then interleave the variants so drift in machine load hits all of them alike.
     plain_epoch(baseline, base_opt, base_loader)
+    plain_epoch(nested_full, nested_opt, base_loader)
     for trainer in trainers.values():
         trainer.fit((x, y), epochs=trainer.epoch + 1)
     for _ in range(repeats):
@@ -126,6 +132,9 @@ def main() -> None:
         for name, trainer in trainers.items():
             history = trainer.fit((x, y), epochs=trainer.epoch + 1)
             times[name].append(history.seconds[-1])
+        times["nested MLP, full width, no dropout"].append(
+            plain_epoch(nested_full, nested_opt, base_loader)
+        )
 
     base = statistics.median(times["plain nn.Linear MLP"])
     rows = []
