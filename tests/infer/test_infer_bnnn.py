@@ -10,7 +10,7 @@ from pyro.infer import Predictive, Trace_ELBO, TraceMeanField_ELBO
 from torch.distributions import Normal, kl_divergence
 
 from bayes_nest.infer.bnnn import BNNN
-from bayes_nest.models import MLP
+from bayes_nest.models import MLP, ConvNet, ResNet
 from bayes_nest.nn.bayesian import deterministic_weights
 from bayes_nest.subnet import full, smallest
 
@@ -289,3 +289,30 @@ def test_posterior_samples_for_arviz():
     assert "keep_probs.hidden.0" in data.posterior
     with pytest.raises(ValueError, match="no Bayesian layer"):
         bnnn.posterior_samples(2, weights=["nope"])
+
+
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda: ConvNet(4, 1, (8, 16), hidden=16, groups=4), (6, 1, 8, 8)),
+        (lambda: ResNet(4, 1, (8, 16), (1, 1), groups=4), (6, 1, 8, 8)),
+        (lambda: MLP(12, [16], 4, groups=4, bits=4), (6, 12)),
+    ],
+)
+def test_conv_residual_and_bit_nested_networks(make, shape):
+    torch.manual_seed(0)
+    net = make()
+    bnnn = BNNN(net)
+    x, y = torch.randn(shape), torch.randint(0, 4, (shape[0],))
+    # every conv/linear layer became Bayesian, width layers' KL is weighted by their axis
+    assert not [m for m in net.modules() if type(m) in (torch.nn.Linear, torch.nn.Conv2d)]
+    layers = bnnn.bayesian_layers()
+    assert any(axis is not None for _, _, axis, _ in layers)
+    assert all(name in bnnn.vous for _, _, name, _ in layers if name is not None)
+    bnnn.model.dataset_size = 6
+    loss = TraceMeanField_ELBO().differentiable_loss(bnnn.model, bnnn.guide, x, y)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(v.keep_logits.grad is not None for v in bnnn.vous.values())
+    probs = bnnn.predict(x, config=smallest(bnnn.net), num_samples=2)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(2, 6))
