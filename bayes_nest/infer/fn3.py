@@ -165,7 +165,7 @@ class FN3Trainer:
         A scheduler of that optimizer or a factory ``optimizer -> scheduler``, stepped every
         epoch (``scheduler_interval="epoch"``, ``ReduceLROnPlateau`` gets the validation loss,
         else the training loss) or every optimizer step (``"step"``).
-    keep_prob, distribution, sandwich, coupling
+    keep_prob, distribution, sandwich
         Ordered-dropout prior, see :class:`~bayes_nest.infer.OrderedDropout`.
     loss_fn : callable, optional
         ``loss_fn(output, target) -> scalar``; default :func:`torch.nn.functional.cross_entropy`.
@@ -174,8 +174,16 @@ class FN3Trainer:
     device : torch.device or str, optional
         Device to train on (the module is moved there); default: where the module is.
     seed : int, optional
-        Seeds torch's global generator when training starts, the sampler and the shuffling of
-        ``(x, y)`` training data: the same seed and initial weights give identical weights.
+        Seeds torch's global generator (when the trainer is created), the sampler and the
+        shuffling of ``(x, y)`` training data: the same seed and initial weights give identical
+        weights. ``None`` draws the sampler and shuffling seeds from torch's global generator.
+    coupling : {None, "kind", "all"}
+        Draw the keep counts of axes of one kind (or of all axes) from one shared uniform
+        number; see :class:`~bayes_nest.infer.OrderedDropout`.
+    distill : bool
+        In-place distillation: the sub-networks after the first configuration of a step learn
+        from the first one's softmax (detached) instead of the labels; needs
+        ``sandwich="full"`` or ``"both"`` (the full network is the teacher).
     progress : bool
         Show a tqdm progress bar with the running loss and accuracy.
     grad_clip : float, optional
