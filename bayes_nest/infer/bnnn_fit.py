@@ -126,7 +126,7 @@ def _settings_payload(bnnn) -> dict:
 def _validate(bnnn, val: Any, num_samples: int) -> tuple[float, float]:
     probs, labels = [], []
     for batch in as_loader(val, 1024):
-        probs.append(bnnn.predict(batch[0], num_samples=num_samples).mean(0))
+        probs.append(bnnn.predict(batch[0], num_samples=num_samples).mean(0))  # on the CPU
         labels.append(batch[1])
     p, y = torch.cat(probs), torch.cat(labels)
     return metrics.nll(p, y), metrics.accuracy(p, y)
@@ -234,6 +234,7 @@ def fit(
         unit="step",
     )
     net = bnnn.net
+    device = next(bnnn.parameters()).device
     was_training = net.training
     try:
         while bnnn.epoch < epochs:
@@ -243,7 +244,7 @@ def fit(
             start = time.perf_counter()
             with pyro.validation_enabled(False):
                 for batch in loader:
-                    x, y = batch[0], batch[1]
+                    x, y = batch[0].to(device), batch[1].to(device)
                     opt.zero_grad(set_to_none=True)
                     value = elbo.differentiable_loss(bnnn.model, bnnn.guide, x, y)
                     if not torch.isfinite(value):

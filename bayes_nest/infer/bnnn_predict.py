@@ -77,7 +77,8 @@ def predict(
     Returns
     -------
     Tensor, shape ``(S, N, K)``
-        Softmax probabilities, one row per sample; the network runs in eval mode.
+        Softmax probabilities (float32, on the CPU), one row per sample; the network runs
+        in eval mode.
     """
     if not torch.is_tensor(x):
         raise TypeError(f"x must be a Tensor of shape (N, ...), got {type(x).__name__}")
@@ -91,6 +92,7 @@ def predict(
 
 def _run(bnnn, x, num_samples, config, scale, sample_weights, batch_size, weights=None):
     net = bnnn.net
+    x = x.to(next(net.parameters()).device)
     was_training = net.training
     net.eval()
     out = []
@@ -104,7 +106,7 @@ def _run(bnnn, x, num_samples, config, scale, sample_weights, batch_size, weight
                 pinned_weights(net, pinned),
             ):
                 chunks = [net(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-            out.append(torch.softmax(torch.cat(chunks).float(), -1))
+            out.append(torch.softmax(torch.cat(chunks).float(), -1).cpu())
     finally:
         net.train(was_training)
     return torch.stack(out)
@@ -147,20 +149,20 @@ def posterior_samples(
         if path not in layers:
             raise ValueError(f"no Bayesian layer {path!r}; Bayesian layers: {sorted(layers)}")
     out: dict[str, np.ndarray] = {}
-    counts = {n: v.sample_keep_counts((num_samples,)) for n, v in bnnn.vous.items()}
+    counts = {n: v.sample_keep_counts((num_samples,)).cpu() for n, v in bnnn.vous.items()}
     for n, v in bnnn.vous.items():
-        out[f"keep_probs/{n}"] = v.keep_probs().detach().expand(num_samples, -1).numpy()
-        out[f"keep_count/{n}"] = counts[n].numpy()
+        out[f"keep_probs/{n}"] = v.keep_probs().detach().expand(num_samples, -1).cpu().numpy()
+        out[f"keep_count/{n}"] = counts[n].cpu().numpy()
         blocks = torch.arange(v.axis.always_on, v.axis.size)
-        out[f"mask/{n}"] = (blocks < counts[n][:, None]).float().numpy()
+        out[f"mask/{n}"] = (blocks < counts[n][:, None]).float().cpu().numpy()
     draws = {p: [layers[p].sample_weight() for _ in range(num_samples)] for p in chosen}
     for p in chosen:
-        out[f"weight/{p}"] = torch.stack([w for w, _ in draws[p]]).numpy()
+        out[f"weight/{p}"] = torch.stack([w for w, _ in draws[p]]).cpu().numpy()
     if x is not None:
         probs = []
         for s in range(num_samples):
             config = {n: int(c[s]) for n, c in counts.items()}
             pinned = {p: [draws[p][s]] for p in chosen}
             probs.append(_run(bnnn, x, 1, config, False, True, 1024, pinned)[0])
-        out["probs"] = torch.stack(probs).numpy()
+        out["probs"] = torch.stack(probs).cpu().numpy()
     return out
