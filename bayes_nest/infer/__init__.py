@@ -1,7 +1,9 @@
 """Inference: FN3 training with ordered dropout, prediction and evaluation, checkpoints, and the
 Pyro mask sites shared with Bayesian nested networks."""
 
-from . import masks
+from . import distributed, masks
+from .distributed_bnnn import fit_bnnn_distributed
+from .distributed_fn3 import DistributedFN3Trainer, fit_fn3_distributed
 from .evaluate import evaluate, predict_probs
 from .fn3 import FN3Trainer, History, NonFiniteLossError, fit_fn3
 from .ordered_dropout import (
@@ -15,13 +17,17 @@ from .ordered_dropout import (
 __all__ = [
     "COUPLING",
     "DISTRIBUTIONS",
+    "DistributedFN3Trainer",
     "FN3Trainer",
     "History",
     "NonFiniteLossError",
     "OrderedDropout",
     "conditional_keep_probs",
+    "distributed",
     "evaluate",
+    "fit_bnnn_distributed",
     "fit_fn3",
+    "fit_fn3_distributed",
     "keep_count_probs",
     "masks",
     "predict_probs",
