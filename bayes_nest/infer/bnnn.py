@@ -45,6 +45,7 @@ an ``nn.Module`` whose ``parameters()`` are all of the BNNN's).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -348,8 +349,38 @@ class BNNN(nn.Module):
         """``(path, layer, axis, block_size)`` of every Bayesian layer of the network."""
         return bayesian_layers(self.net)
 
-    def fit(self, train: Any, **kwargs: Any):
-        """Train by stochastic variational inference; see :func:`bayes_nest.infer.bnnn_fit.fit`."""
+    def fit(
+        self,
+        train: Any,
+        *,
+        epochs: int,
+        optimizer: Any = None,
+        loss: str = "mean_field",
+        num_particles: int = 1,
+        batch_size: int = 128,
+        val: Any = None,
+        val_samples: int = 4,
+        progress: bool = True,
+        seed: int | None = None,
+        checkpoint_path: str | os.PathLike | None = None,
+        resume: bool = False,
+    ):
+        """Train by stochastic variational inference and return the history; see
+        :func:`bayes_nest.infer.bnnn_fit.fit` for the arguments."""
         from .bnnn_fit import fit
 
-        return fit(self, train, **kwargs)
+        return fit(
+            self,
+            train,
+            epochs=epochs,
+            optimizer=optimizer,
+            loss=loss,
+            num_particles=num_particles,
+            batch_size=batch_size,
+            val=val,
+            val_samples=val_samples,
+            progress=progress,
+            seed=seed,
+            checkpoint_path=checkpoint_path,
+            resume=resume,
+        )
