@@ -133,7 +133,7 @@ def evolutionary(
     """Once-for-All-style evolutionary search under cost budgets.
 
     For each budget, a population of random configs within the budget (rejection sampling on
-    the cost, which is cheap) evolves: the best ``parent_fraction`` survive; a
+    the cost, which is cheap; the smallest network when sampling finds none) evolves: the best ``parent_fraction`` survive; a
     ``mutation_fraction`` of the children are mutations of a random parent (each axis redrawn
     with probability ``mutation_prob``), the rest crossovers of two parents (each axis taken
     from either); children over budget are redrawn. The ``evaluations`` are split equally
@@ -198,8 +198,10 @@ def evolutionary(
         stalls = 0
         while len(pop) < population and cached.evaluations < share and stalls < max_tries:
             config = within(budget, lambda: _random_config(space, rng))
-            if config is None:
-                break
+            if config is None:  # a tight budget: start from the smallest network (it fits)
+                config = space.smallest()
+                if config in pop:
+                    break
             stalls += cached.seen(config)
             evaluate(config)
             pop.append(config)

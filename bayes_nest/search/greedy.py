@@ -8,7 +8,12 @@ each axis and keeps the removal with the smallest score loss per unit of cost sa
 .. math:: a^\star = \arg\min_a \frac{s(c) - s(c - e_a)}{C(c) - C(c - e_a)},
 
 until every axis is at its always-on minimum. One run gives a whole path of sub-networks, from
-which :meth:`Front.best` answers every budget. With ``candidates=K`` only the ``K`` axes whose
+which :meth:`Front.best` answers every budget. ``direction="up"`` walks the other way, from the
+smallest network up, adding the block with the largest score gain per unit of cost added; it is
+more accurate at small budgets, where the downward path's early choices (made for large
+networks) no longer fit. The default ``direction="both"`` walks down from the full network to
+the middle of the cost range and up from the smallest network to it, so each walk covers the
+half where it is accurate, for the evaluations of one walk. With ``candidates=K`` only the ``K`` axes whose
 last measured loss per cost was smallest are scored at each step (axes not measured yet first),
 so the search costs about :math:`K N` score evaluations for :math:`N` steps.
 
@@ -54,6 +59,67 @@ def _check_candidates(candidates: int | None) -> int | None:
     return candidates
 
 
+def _moves(space, cached, current, c_cur, steps, up):
+    """Single-axis moves from ``current`` that change the cost: (axis, config, |Δcost|)."""
+    moves = []
+    for name, axis in space.axes.items():
+        count = current[name]
+        if (count >= axis.size) if up else (count <= axis.always_on):
+            continue
+        cand = dict(current)
+        cand[name] = (
+            min(axis.size, count + steps[name]) if up else max(axis.always_on, count - steps[name])
+        )
+        delta = cached.cost(cand) - c_cur if up else c_cur - cached.cost(cand)
+        if delta > 0:
+            moves.append((name, cand, delta))
+    return moves
+
+
+def _walk(space, cached, current, steps, k, up, bar, until=None) -> list[dict[str, int]]:
+    """One greedy walk, stopping once its cost passes ``until``; returns its path of configs."""
+    path = [dict(current)]
+    # Last measured loss (down) or negated gain (up) per unit cost of each axis: lower is better.
+    estimate: dict[str, float] = {}
+    s_cur, c_cur = cached.score(current), cached.cost(current)
+    while until is None or (c_cur < until if up else c_cur > until):
+        moves = _moves(space, cached, current, c_cur, steps, up)
+        if not moves:
+            break
+        if k is not None and k < len(moves):
+            order = sorted(
+                range(len(moves)),
+                key=lambda i: (
+                    estimate.get(moves[i][0], -math.inf),
+                    space.names.index(moves[i][0]),
+                ),
+            )
+            moves = [moves[i] for i in sorted(order[:k])]
+        best = None
+        for name, cand, delta in moves:
+            change = cached.score(cand) - s_cur
+            ratio = -change / delta
+            estimate[name] = ratio
+            # down: smallest loss per cost saved, then the larger saving;
+            # up: largest gain per cost added, then the smaller addition.
+            rank = (ratio, -delta) if not up else (ratio, delta)
+            if best is None or rank < best[0]:
+                best = (rank, cand)
+        current = best[1]
+        s_cur, c_cur = cached.score(current), cached.cost(current)
+        path.append(dict(current))
+        bar.update(1)
+        bar.set_postfix(score=f"{s_cur:.4g}", cost=f"{c_cur:.4g}")
+    return path
+
+
+def _n_steps(space, config, steps, up) -> int:
+    return sum(
+        math.ceil(((a.size - config[n]) if up else (config[n] - a.always_on)) / steps[n])
+        for n, a in space.axes.items()
+    )
+
+
 def greedy(
     module: nn.Module,
     score: Callable[[Mapping[str, int]], float],
@@ -62,11 +128,12 @@ def greedy(
     input_shape: Sequence[int] | None = None,
     step: int | Mapping[str, int] = 1,
     candidates: int | None = None,
+    direction: str = "both",
     start: Mapping[str, int] | None = None,
     progress: bool = True,
     cache: bool = True,
 ) -> Front:
-    """Greedy path from the full network down to the smallest, for every budget at once.
+    """Greedy paths through the config space, scoring about ``K·N`` configs for every budget.
 
     Parameters
     ----------
@@ -81,12 +148,16 @@ def greedy(
     input_shape : sequence of int, optional
         Shape of one example; required for a metric name.
     step : int or Mapping[str, int]
-        Blocks removed per move (per axis when a mapping).
+        Blocks removed (added) per move, per axis when a mapping.
     candidates : int, optional
         Score only this many axes per step (lazy greedy, see the module docstring); default:
         all axes.
+    direction : {"both", "down", "up"}
+        ``"both"`` (default): peel from the full network down to half the cost range and grow
+        from the smallest network up to it; ``"down"``: peel all the way (the classic greedy
+        slimming); ``"up"``: grow all the way.
     start : Mapping[str, int], optional
-        Starting config (default: the full network).
+        Starting config of a one-way walk (default: the full network down, the smallest up).
     progress : bool
         Show a progress bar over the steps.
     cache : bool
@@ -96,57 +167,44 @@ def greedy(
     -------
     Front
         Every scored config (path steps and the candidates tried at each step);
-        ``front.info["path"]`` lists the configs of the greedy path in order, full first.
+        ``front.info["path"]`` lists the configs of the (downward, else upward) path in order
+        and ``front.info["paths"]`` every walk's path.
 
     Notes
     -----
-    Axes whose removal saves no cost (e.g. a bits axis under ``"macs"``) are never reduced.
+    Axes whose change does not change the cost (e.g. a bits axis under ``"macs"``) are never
+    moved.
     """
     space = Space(module)
     steps = _check_steps(space, step)
     k = _check_candidates(candidates)
+    if direction not in ("down", "up", "both"):
+        raise ValueError(f"direction must be 'down', 'up' or 'both', got {direction!r}")
+    if start is not None and direction == "both":
+        raise ValueError("start applies to a one-way walk; use direction='down' or 'up'")
     cost_fn, metric = resolve_cost(module, cost, input_shape)
     cached = CachedScore(space, score, cost_fn, cache=cache)
-    current = space.check(space.full() if start is None else start)
-    total_steps = sum(
-        math.ceil((current[n] - a.always_on) / steps[n]) for n, a in space.axes.items()
-    )
-    path = [dict(current)]
-    estimate: dict[str, float] = {}  # last measured loss per unit cost of each axis
-    bar = tqdm(total=total_steps, disable=not progress, desc="greedy search")
-    s_cur, c_cur = cached.score(current), cached.cost(current)
-    while True:
-        moves = []
-        for name, axis in space.axes.items():
-            if current[name] > axis.always_on:
-                cand = dict(current)
-                cand[name] = max(axis.always_on, current[name] - steps[name])
-                saved = c_cur - cached.cost(cand)
-                if saved > 0:
-                    moves.append((name, cand, saved))
-        if not moves:
-            break
-        if k is not None and k < len(moves):
-            order = sorted(
-                range(len(moves)),
-                key=lambda i: (
-                    estimate.get(moves[i][0], -math.inf),
-                    space.names.index(moves[i][0]),
-                ),
-            )
-            moves = [moves[i] for i in sorted(order[:k])]
-        best = None
-        for name, cand, saved in moves:
-            ratio = (s_cur - cached.score(cand)) / saved
-            estimate[name] = ratio
-            rank = (ratio, -saved)
-            if best is None or rank < best[0]:
-                best = (rank, name, cand)
-        _, _, current = best
-        s_cur, c_cur = cached.score(current), cached.cost(current)
-        path.append(dict(current))
-        bar.update(1)
-        bar.set_postfix(score=f"{s_cur:.4g}", cost=f"{c_cur:.4g}")
+    walks = []
+    if direction in ("down", "both"):
+        walks.append((False, space.check(start if start is not None else space.full())))
+    if direction in ("up", "both"):
+        walks.append((True, space.check(start if start is not None else space.smallest())))
+    total = sum(_n_steps(space, config, steps, up) for up, config in walks)
+    until = None
+    if direction == "both":  # the walks meet halfway in cost
+        until = 0.5 * (cached.cost(space.full()) + cached.cost(space.smallest()))
+        total = total // 2
+    bar = tqdm(total=total, disable=not progress, desc="greedy search")
+    paths = {}
+    for up, config in walks:
+        paths["up" if up else "down"] = _walk(space, cached, config, steps, k, up, bar, until)
     bar.close()
-    info = {"search": "greedy", "candidates": k, "step": steps, "path": path}
+    info = {
+        "search": "greedy",
+        "direction": direction,
+        "candidates": k,
+        "step": steps,
+        "path": paths.get("down", paths.get("up")),
+        "paths": paths,
+    }
     return Front(cached.points(), cached.evaluations, metric, info)

@@ -39,11 +39,12 @@ def _blocks(config):
     return float(sum(config.values()))
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_exactly_optimal_for_concave_additive_scores_and_block_costs(seed):
+@pytest.mark.parametrize("direction", ["both", "down", "up"])
+@pytest.mark.parametrize("seed", range(4))
+def test_exactly_optimal_for_concave_additive_scores_and_block_costs(seed, direction):
     net = _net()
     score = _additive_score(_concave_gains(net, seed))
-    front = greedy(net, score, cost=_blocks, progress=False)
+    front = greedy(net, score, cost=_blocks, direction=direction, progress=False)
     oracle = exhaustive(net, score, cost=_blocks, progress=False)
     for budget in range(3, 13):
         assert front.best(budget).score == pytest.approx(oracle.best(budget).score, abs=1e-12)
@@ -70,12 +71,26 @@ def test_small_gap_with_unequal_block_costs(seed):
 
 def test_path_goes_from_full_to_smallest_one_block_at_a_time():
     net = _net()
-    front = greedy(net, _additive_score(_concave_gains(net, 0)), cost=_blocks, progress=False)
+    score = _additive_score(_concave_gains(net, 0))
+    front = greedy(net, score, cost=_blocks, direction="down", progress=False)
     path = front.info["path"]
     assert path[0] == {n: 4 for n in axes(net)} and path[-1] == {n: 1 for n in axes(net)}
     for a, b in zip(path, path[1:], strict=False):
         assert sum(a.values()) - sum(b.values()) == 1
     assert len(path) == 1 + 3 * 3
+    up = greedy(net, score, cost=_blocks, direction="up", progress=False).info["path"]
+    assert up[0] == path[-1] and up[-1] == path[0] and len(up) == len(path)
+
+
+def test_both_walks_meet_halfway():
+    net = _net()
+    front = greedy(net, _additive_score(_concave_gains(net, 0)), cost=_blocks, progress=False)
+    down, up = front.info["paths"]["down"], front.info["paths"]["up"]
+    assert down[0] == {n: 4 for n in axes(net)} and up[0] == {n: 1 for n in axes(net)}
+    # full costs 12 blocks, smallest 3: the walks stop once past 7.5
+    assert _blocks(down[-1]) == 7 and _blocks(down[-2]) == 8
+    assert _blocks(up[-1]) == 8 and _blocks(up[-2]) == 7
+    assert front.info["path"] == down
 
 
 @pytest.mark.parametrize("k", [1, 2])
@@ -89,9 +104,8 @@ def test_candidates_bound_the_evaluations(k):
         return _additive_score(gains)(config)
 
     front = greedy(net, score, cost=_blocks, candidates=k, progress=False)
-    steps = len(front.info["path"]) - 1
-    assert front.evaluations == len(calls) <= 1 + k * steps
-    assert front.info["path"][-1] == {n: 1 for n in axes(net)}
+    steps = sum(len(p) - 1 for p in front.info["paths"].values())
+    assert front.evaluations == len(calls) <= 2 + k * steps
     full = greedy(net, score, cost=_blocks, progress=False)
     assert full.evaluations > front.evaluations
 
@@ -99,22 +113,34 @@ def test_candidates_bound_the_evaluations(k):
 def test_step_and_start():
     net = _net()
     score = _additive_score(_concave_gains(net, 2))
-    front = greedy(net, score, cost=_blocks, step=2, progress=False)
+    front = greedy(net, score, cost=_blocks, step=2, direction="down", progress=False)
     counts = {c for config in front.info["path"] for c in config.values()}
     assert counts == {4, 2, 1}  # 4 -> 2 -> 1 (clipped at always_on)
     start = {"hidden.0": 2, "hidden.1": 2, "hidden.2": 2}
-    front = greedy(net, score, cost=_blocks, start=start, step={"hidden.0": 1}, progress=False)
-    assert front.info["path"][0] == start
+    front = greedy(
+        net,
+        score,
+        cost=_blocks,
+        start=start,
+        step={"hidden.0": 1},
+        direction="up",
+        progress=False,
+    )
+    assert front.info["path"][0] == start and front.info["path"][-1] == {n: 4 for n in axes(net)}
+    with pytest.raises(ValueError, match="one-way"):
+        greedy(net, score, cost=_blocks, start=start, progress=False)
 
 
 def test_bits_axis_not_reduced_when_it_saves_no_macs():
     net = MLP(6, [8], 3, groups=4, bits=4)
-    front = greedy(net, lambda c: float(sum(c.values())), input_shape=(6,), progress=False)
+
+    def score(config):
+        return float(sum(config.values()))
+
+    front = greedy(net, score, input_shape=(6,), direction="down", progress=False)
     assert all(config["bits"] == 4 for config in front.info["path"])
-    front = greedy(
-        net, lambda c: float(sum(c.values())), cost="bitops", input_shape=(6,), progress=False
-    )
-    assert front.info["path"][-1]["bits"] == 1
+    front = greedy(net, score, cost="bitops", input_shape=(6,), direction="down", progress=False)
+    assert front.info["path"][-1] == {"hidden.0": 1, "bits": 1}
 
 
 def test_cache_and_progress_bar():
@@ -140,7 +166,8 @@ def test_cache_and_progress_bar():
         ({"cost": "flops", "input_shape": (6,)}, ValueError, "cost"),
         ({"cost": "macs"}, ValueError, "input_shape"),
         ({"cost": 3}, TypeError, "cost"),
-        ({"start": {"hidden.0": 9}}, ValueError, "out of range"),
+        ({"start": {"hidden.0": 9}, "direction": "down"}, ValueError, "out of range"),
+        ({"direction": "sideways"}, ValueError, "direction"),
     ],
 )
 def test_validation(kwargs, error, match):
