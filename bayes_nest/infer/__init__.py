@@ -2,6 +2,8 @@
 Pyro mask sites shared with Bayesian nested networks."""
 
 from . import distributed, masks
+from .bnnn import BNNN
+from .bnnn_fit import BNNNHistory
 from .distributed_bnnn import fit_bnnn_distributed
 from .distributed_fn3 import DistributedFN3Trainer, fit_fn3_distributed
 from .evaluate import evaluate, predict_probs
@@ -13,8 +15,13 @@ from .ordered_dropout import (
     conditional_keep_probs,
     keep_count_probs,
 )
+from .vou import ExponentialTemperature, VariationalOrderingUnit
 
 __all__ = [
+    "BNNN",
+    "BNNNHistory",
+    "ExponentialTemperature",
+    "VariationalOrderingUnit",
     "COUPLING",
     "DISTRIBUTIONS",
     "DistributedFN3Trainer",

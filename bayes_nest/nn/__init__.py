@@ -12,6 +12,7 @@ from .axis import (
     masked,
     set_masks,
 )
+from .bayesian import BayesianConv2d, BayesianLinear, to_bayesian_
 from .bits import MAX_BITS, NestedQuantizer, attach_weight_quantizers, bit_planes, truncate
 from .depth import NestedStage
 from .paths import NestedPaths
@@ -20,6 +21,8 @@ from .width import NestedConv2d, NestedLinear, SlicedConv2d, SlicedLinear, make_
 __all__ = [
     "AXIS_KINDS",
     "Axis",
+    "BayesianConv2d",
+    "BayesianLinear",
     "MAX_BITS",
     "Mask",
     "NestedConv2d",
@@ -39,5 +42,6 @@ __all__ = [
     "make_activation",
     "masked",
     "set_masks",
+    "to_bayesian_",
     "truncate",
 ]
