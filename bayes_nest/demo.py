@@ -69,9 +69,9 @@ def run_demo(
     ----------
     out : path
         Report folder. An existing folder is replaced only if an earlier demo wrote it (it holds
-        the :data:`MARKER` file) or with ``force``.
+        the `MARKER` file) or with ``force``.
     quick : bool
-        Smaller network and fewer epochs (:data:`SETTINGS`).
+        Smaller network and fewer epochs (`SETTINGS`).
     seed : int
         Seed of the data split, the initial weights and training.
     progress : bool

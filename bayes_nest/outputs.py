@@ -68,7 +68,7 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
 
 
 def export_paths(out: str | os.PathLike, onnx: bool = False) -> dict[str, str]:
-    """Files :func:`export_subnet` writes for ``out`` (``x.pt``): the pickled module ``x.pt``,
+    """Files `export_subnet` writes for ``out`` (``x.pt``): the pickled module ``x.pt``,
     the ``torch.export`` program ``x.pt2``, the description ``x.json`` and with ``onnx``
     ``x.onnx``."""
     base = os.fspath(out)

@@ -1,12 +1,12 @@
 r"""End-to-end workflow: model specs, training in either regime, saved models, uniform prediction.
 
-A :class:`ModelSpec` names a reference architecture and its options; :func:`fit` builds it for a
-:class:`~bayes_nest.data.DataBundle` and trains it with FN3 (ordered dropout, point weights) or as
+A `ModelSpec` names a reference architecture and its options; `fit` builds it for a
+`DataBundle` and trains it with FN3 (ordered dropout, point weights) or as
 a BNNN (variational ordering units and weight posteriors, by SVI). The result, a
-:class:`TrainedModel`, remembers everything needed to use it again: the spec, the weights (or
+`TrainedModel`, remembers everything needed to use it again: the spec, the weights (or
 variational parameters), the input standardization, the class names and the training options.
-:meth:`TrainedModel.save` writes it as one verified checkpoint and :func:`load_model` reads it
-back. :meth:`TrainedModel.predict` returns class probabilities of shape ``(S, N, K)`` for both
+`TrainedModel.save` writes it as one verified checkpoint and `load_model` reads it
+back. `TrainedModel.predict` returns class probabilities of shape ``(S, N, K)`` for both
 regimes (``S = 1`` for FN3, ``S`` posterior draws for a BNNN), so everything downstream
 (metrics, search, reports) treats them alike.
 
@@ -90,7 +90,7 @@ class ModelSpec:
     name : {"mlp", "convnet", "resnet", "resnext", "vgg"}
     options : dict
         Keyword arguments of the model class other than its input and output sizes, e.g.
-        ``{"hidden": [128, 128], "groups": 16}`` for the MLP (see :mod:`bayes_nest.models`).
+        ``{"hidden": [128, 128], "groups": 16}`` for the MLP (see `bayes_nest.models`).
     """
 
     name: str = "mlp"
@@ -210,7 +210,7 @@ class TrainedModel:
         return _bnnn_predict(self.bnnn, x, config, s)
 
     def cost_model(self, metric: str = "macs") -> CostModel:
-        """Cost of a config of this network under ``metric`` (see :mod:`bayes_nest.subnet`)."""
+        """Cost of a config of this network under ``metric`` (see `bayes_nest.subnet`)."""
         return CostModel(self.module, metric, self.input_shape)
 
     # ------------------------------------------------------------------ persistence
@@ -307,7 +307,7 @@ def fit(
         Progress bar during training.
     data_info : mapping, optional
         How the data were loaded (``source``, ``seed``, ``val_fraction``, ``test_fraction``,
-        ...; the keyword arguments of :func:`load_data`), stored so that :func:`data_for` can
+        ...; the keyword arguments of `load_data`), stored so that `data_for` can
         load the same splits again.
     init : TrainedModel, optional
         Start from this model's weights (same spec and data shapes), e.g. a BNNN whose
@@ -315,7 +315,7 @@ def fit(
     **options
         Training options; FN3: ``epochs``, ``batch_size``, ``lr``, ``weight_decay``,
         ``keep_prob``, ``distribution``, ``sandwich``, ``seed`` (defaults in
-        :data:`FN3_DEFAULTS`); BNNN: :data:`BNNN_DEFAULTS`.
+        `FN3_DEFAULTS`); BNNN: `BNNN_DEFAULTS`.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
@@ -381,7 +381,7 @@ def _warm_start(module: nn.Module, init: TrainedModel, spec: ModelSpec, bundle: 
 
 
 def load_model(path: str | os.PathLike) -> TrainedModel:
-    """Read a model written by :meth:`TrainedModel.save`.
+    """Read a model written by `TrainedModel.save`.
 
     Raises
     ------

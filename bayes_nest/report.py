@@ -1,6 +1,6 @@
 """Reports: text tables for the terminal, and a report folder (Markdown plus PNG figures).
 
-:func:`format_table` renders result rows for the terminal; :func:`write_report` writes a folder
+`format_table` renders result rows for the terminal; `write_report` writes a folder
 with ``report.md`` and figures: the Pareto fronts of every trained model, reliability diagrams of
 the chosen sub-networks and, for BNNNs, the posterior keep probabilities per axis with credible
 intervals of the keep counts. The folder is written to a temporary sibling first and moved into
@@ -83,7 +83,7 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Non
     Parameters
     ----------
     rows : sequence of mappings
-        Keys of :data:`COLUMNS` (others are shown with their key as header).
+        Keys of `COLUMNS` (others are shown with their key as header).
     columns : sequence of str, optional
         Keys to show, in order; default: every known column present in some row.
     """
@@ -162,7 +162,8 @@ def _figure(ncols: int = 1, size: tuple[float, float] = (5.5, 4.0)):
 
 
 def pareto_figure(analyses: Sequence[Analysis]):
-    """Score-versus-cost fronts of all models in one plot, budgets' choices marked."""
+    """Score-versus-cost fronts of all models in one plot: the Pareto staircase, every evaluated
+    sub-network (faint) and the budgets' choices (circles)."""
     from . import plots
 
     fronts = {a.label: a.front.pareto() for a in analyses}
@@ -173,6 +174,16 @@ def pareto_figure(analyses: Sequence[Analysis]):
     )
     ax = fig.axes[0]
     for i, a in enumerate(analyses):
+        points = list(a.front.points)
+        ax.scatter(
+            [p.cost for p in points],
+            [p.score for p in points],
+            s=10,
+            color=f"C{i}",
+            alpha=0.3,
+            label=f"{a.label}: all evaluated",
+            zorder=2,
+        )
         xs = [r[a.cost] if a.cost in r else r.get("cost") for r in a.rows]
         ys = [r.get("front_score") for r in a.rows]
         ax.scatter(
@@ -302,8 +313,8 @@ def render_markdown(
     rows = [{"model": a.label, **a.rows[i]} for i in range(len(first.rows)) for a in analyses]
     lines += [markdown_table(rows), ""]
     captions = {
-        "pareto": "Pareto fronts (validation score against cost; circles: the sub-networks "
-        "chosen for the budgets)",
+        "pareto": "Pareto fronts (validation score against cost; faint dots: every evaluated "
+        "sub-network; circles: the sub-networks chosen for the budgets)",
         "keep": "BNNN posterior: keep probability of every block and the keep-count posterior "
         "with its 90% credible interval",
     }

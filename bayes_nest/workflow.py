@@ -1,8 +1,8 @@
-"""Data, evaluation, search and export for trained models (the steps after :mod:`~bayes_nest.pipeline`).
+"""Data, evaluation, search and export for trained models (the steps after `pipeline`).
 
-:func:`load_data` reads a built-in dataset or a user file; :func:`data_for` reads data for a
+`load_data` reads a built-in dataset or a user file; `data_for` reads data for a
 trained model, in that model's splits, class count and standardization, and rejects data it
-cannot take (other input shapes, unknown labels, NaNs). :func:`evaluate_config` scores one
+cannot take (other input shapes, unknown labels, NaNs). `evaluate_config` scores one
 sub-network (accuracy, NLL, Brier, ECE, OOD AUROC) the same way for both regimes.
 
 Examples
@@ -73,15 +73,15 @@ def load_data(
     """A built-in dataset by name (``"digits"``, ``"mnist1d"``) or a ``.npz``/``.csv`` file.
 
     A name that is also an existing file is read as the file. ``flat`` selects flat vectors or
-    images for built-in sets; the other arguments go to :func:`~bayes_nest.data.load_dataset`
-    or :func:`~bayes_nest.data.load_file`.
+    images for built-in sets; the other arguments go to `load_dataset`
+    or `load_file`.
 
     Raises
     ------
     FileNotFoundError
         For a path that does not exist.
     ValueError
-        For unreadable files and bad contents (see :func:`~bayes_nest.data.from_arrays`).
+        For unreadable files and bad contents (see `from_arrays`).
     """
     text = os.fspath(source)
     split = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction}
@@ -112,13 +112,13 @@ def data_for(
     model: TrainedModel, source: str | os.PathLike, *, whole: bool = False, **kwargs: Any
 ) -> DataBundle:
     """Load data for a trained model: the splits it was trained with (same split seed and
-    fractions, from :attr:`TrainedModel.data`), its class count, and its standardization.
+    fractions, from `TrainedModel.data`), its class count, and its standardization.
 
     Parameters
     ----------
     model : TrainedModel
     source : str or path
-        As in :func:`load_data`.
+        As in `load_data`.
     whole : bool
         Put every example of the file into the test split (new data the model has not seen).
     **kwargs
@@ -165,7 +165,7 @@ def evaluate_config(
 ) -> dict[str, float] | tuple[dict[str, float], torch.Tensor]:
     """Accuracy, NLL, Brier, ECE and (with ``ood``) OOD AUROC of one sub-network on a split.
 
-    OOD inputs are the split's inputs corrupted with :func:`~bayes_nest.data.corrupt` (kind
+    OOD inputs are the split's inputs corrupted with `corrupt` (kind
     ``ood`` at full severity); the OOD score is the predictive entropy of the mean prediction,
     and ``ood_auroc`` separates the split's inputs from their corrupted copies.
 
@@ -176,7 +176,7 @@ def evaluate_config(
         with ``return_probs`` also the predictions ``(S, N, K)``.
 
     With ``calibration`` (training data) a network with batch-norm first re-estimates its
-    statistics for ``config`` (:func:`recalibrated`), as its export would.
+    statistics for ``config`` (`recalibrated`), as its export would.
     """
     x = model.check_inputs(split.x, "inputs")
     y = torch.as_tensor(split.y)
@@ -258,10 +258,10 @@ def make_score(
     r"""A score ``config -> float`` (higher is better) of sub-networks on ``split``.
 
     ``"accuracy"``; ``"nll"`` (negated, so higher is better); ``"ece-penalised"``:
-    :math:`\mathrm{acc} - \lambda\,\mathrm{ECE}` with :math:`\lambda` = ``ece_weight``.
+    $\mathrm{acc} - \lambda\,\mathrm{ECE}$ with $\lambda$ = ``ece_weight``.
     BNNN predictions use the same random numbers for every config (common random numbers),
     so differences between configs are not Monte Carlo noise. With ``calibration``, batch-norm
-    statistics are re-estimated for every config first (:func:`recalibrated`).
+    statistics are re-estimated for every config first (`recalibrated`).
     """
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r}; choose one of {SCORES}")
@@ -293,8 +293,8 @@ def search_front(
     calibration: Split | None = None,
     **kwargs: Any,
 ) -> Any:
-    """Greedy front (:func:`bayes_nest.search.greedy`) of ``model``'s sub-networks, scored on
-    ``split`` by :func:`make_score` (``calibration``: see there); settings are recorded in
+    """Greedy front (`bayes_nest.search.greedy`) of ``model``'s sub-networks, scored on
+    ``split`` by `make_score` (``calibration``: see there); settings are recorded in
     ``front.info``."""
     from .search.greedy import greedy
 
@@ -315,7 +315,7 @@ def search_front(
 
 
 def read_front(path: str | os.PathLike, model: TrainedModel) -> Any:
-    """A front JSON file (from :func:`search_front`), checked against ``model``'s axes."""
+    """A front JSON file (from `search_front`), checked against ``model``'s axes."""
     import json
 
     from .search.front import Front
@@ -374,7 +374,7 @@ def analyse(
     front: Any = None,
 ) -> Any:
     """Search the front on ``data.val`` (unless given), pick the best sub-network for every
-    budget and evaluate it on ``data.test``; returns a :class:`~bayes_nest.report.Analysis`.
+    budget and evaluate it on ``data.test``; returns a `Analysis`.
     Networks with batch-norm are recalibrated on ``data.train`` for every sub-network.
 
     Raises

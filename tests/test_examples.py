@@ -1,0 +1,111 @@
+"""The runnable examples (quick mode) and the README's Python example."""
+
+from __future__ import annotations
+
+import re
+import runpy
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def example(name: str):
+    """The ``main`` function of ``examples/<name>.py``."""
+    return runpy.run_path(str(ROOT / "examples" / f"{name}.py"), run_name="example")["main"]
+
+
+def test_fn3_digits_prefixes_beat_random_blocks(capsys):
+    rows = example("fn3_digits")(["--quick"])
+    assert [r["macs"] for r in rows] == sorted(r["macs"] for r in rows)
+    assert rows[-1]["accuracy"] > 0.9
+    # the learned order matters: half the blocks as a prefix beat half the blocks at random
+    half = rows[-2]
+    assert half["accuracy"] > half["random blocks"]
+    assert "blocks per layer" in capsys.readouterr().out
+
+
+def test_own_data_npz_runs_every_command(tmp_path):
+    result = example("own_data_npz")(["--quick", "--workdir", str(tmp_path)])
+    rows = result["rows"]
+    assert [r["budget"] for r in rows] == ["10%", "30%"]
+    assert all(r["accuracy"] > 0.5 for r in rows)  # 4 classes: chance is 0.25
+    for name in ("model.ckpt", "front.json", "small.pt", "small.pt2", "small.json"):
+        assert (tmp_path / name).is_file()
+
+
+def test_bnnn_uncertainty(capsys):
+    rows = example("bnnn_uncertainty")(["--quick"])
+    assert {r["model"] for r in rows} == {"FN3", "BNNN"}
+    assert all(0 <= r["ood_auroc"] <= 1 for r in rows)
+    assert "90% interval" in capsys.readouterr().out
+
+
+def test_search_and_export(tmp_path):
+    rows = example("search_and_export")(["--quick", "--out", str(tmp_path)])
+    assert all(float(r["max |diff|"]) < 1e-5 for r in rows)
+    assert len(list(tmp_path.glob("*.pt2"))) == 3
+
+
+@pytest.mark.slow
+def test_arviz_posterior(tmp_path):
+    pytest.importorskip("arviz")
+    idata = example("arviz_posterior")(["--quick", "--plot", str(tmp_path / "keep.png")])
+    assert (tmp_path / "keep.png").read_bytes()[:4] == b"\x89PNG"
+    assert idata is not None
+
+
+def readme_python_blocks() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
+    blocks = readme_python_blocks()
+    assert blocks, "README.md has no python example"
+    monkeypatch.chdir(tmp_path)
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    assert capsys.readouterr().out.strip()
+
+
+def tutorial_blocks(name: str, language: str) -> list[str]:
+    text = (ROOT / "docs" / name).read_text()
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.DOTALL)
+
+
+@pytest.mark.slow
+def test_cli_tutorial_commands_run(tmp_path, monkeypatch, capsys):
+    """Every ``bayes-nest`` line of docs/tutorials/cli.md, in order, then its Python snippet."""
+    import shlex
+
+    from bayes_nest.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for block in tutorial_blocks("tutorials/cli.md", "toml"):
+        name = block.splitlines()[0].lstrip("# ").strip()
+        (tmp_path / name).write_text(block)
+    commands = [
+        line
+        for block in tutorial_blocks("tutorials/cli.md", "bash")
+        for line in block.splitlines()
+        if line.startswith("bayes-nest ")
+    ]
+    assert len(commands) >= 8
+    for line in commands:
+        assert main([*shlex.split(line)[1:], "--no-progress"]) == 0, line
+    for code in tutorial_blocks("tutorials/cli.md", "python"):
+        exec(compile(code, "cli.md", "exec"), {"__name__": "tutorial"})
+    assert (tmp_path / "report" / "report.md").is_file()
+    assert (tmp_path / "small.onnx").is_file()
+
+
+def test_getting_started_python_is_the_tested_readme_example():
+    (guide,) = tutorial_blocks("guide/getting_started.md", "python")
+    (readme,) = readme_python_blocks()
+
+    def code(text: str) -> list[str]:  # without comments and blank lines
+        return [line.split("#")[0].rstrip() for line in text.splitlines() if line.strip()]
+
+    assert code(guide) == code(readme)
