@@ -367,7 +367,8 @@ def _roc_counts(scores_in, scores_out) -> tuple[np.ndarray, np.ndarray, int, int
     Thresholding at ``score >= t`` for each distinct score ``t`` in decreasing order.
     """
     scores, is_out = _ood_scores(scores_in, scores_out)
-    last_of_group = np.r_[np.flatnonzero(np.diff(scores) != 0), scores.size - 1]
+    # compare neighbours (not their difference, which is NaN for two equal infinite scores)
+    last_of_group = np.r_[np.flatnonzero(scores[1:] != scores[:-1]), scores.size - 1]
     tp = np.cumsum(is_out)[last_of_group]
     fp = (last_of_group + 1) - tp
     return tp, fp, int(is_out.sum()), int(is_out.size - is_out.sum())
