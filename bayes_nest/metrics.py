@@ -410,8 +410,8 @@ def ood_aupr(scores_in, scores_out) -> float:
     """
     tp, fp, n_out, _ = _roc_counts(scores_in, scores_out)
     precision = tp / (tp + fp)
-    recall_gain = np.diff(np.r_[0, tp]) / n_out
-    return float(np.sum(recall_gain * precision))
+    # divide once at the end: each term is then at most its integer gain, so the result is <= 1
+    return float(np.sum(np.diff(np.r_[0, tp]) * precision) / n_out)
 
 
 def fpr_at_95_tpr(scores_in, scores_out, *, tpr: float = 0.95) -> float:
