@@ -8,7 +8,8 @@ Timed operation (both sides, per call): build the distribution from keep logits,
 ``rsample((batch,))``, evaluate ``log_prob`` of the draw. Ours: ``Downhill(keep_logits=...,
 temperature=0.5)``. Baseline: ``log q`` written by hand (log-sigmoid cumulative sums), Pyro's
 ``RelaxedOneHotCategorical(0.5, logits=log q)``, the mask ``1 - cumsum(y)[:-1]``, and
-``log_prob(y)``. The straight-through rows compare ``DownhillStraightThrough`` with
+``log_prob(y)``. ``grad`` says whether the keep logits require gradients (a learned guide)
+or not (a fixed prior); no backward pass is timed. The straight-through rows compare ``DownhillStraightThrough`` with
 ``RelaxedOneHotCategoricalStraightThrough`` the same way. Times are CPU time of the calling thread. Argument/sample validation is disabled
 in both (``pyro.validation_enabled(False)``), torch runs on one thread, the callables are timed
 interleaved and the ratio is the median of per-repeat ratios (ours / baseline).
@@ -97,7 +98,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    repeats, min_seconds = (5, 0.01) if args.quick else (21, 0.05)
+    repeats, min_seconds = (5, 0.005) if args.quick else (21, 0.05)
     sizes, batches = (8, 32, 128), (1, 256, 4096)
     variants = {
         "relaxed": (Downhill, dist.RelaxedOneHotCategorical),
@@ -106,27 +107,29 @@ def main() -> None:
     rows = []
     with pyro.validation_enabled(False):
         for variant, (our_cls, base_cls) in variants.items():
-            for size in sizes:
-                keep_logits = torch.randn(size) + 2.0
-                for batch in batches:
-                    timings = interleaved_timings(
-                        {
-                            "ours": ours(our_cls, keep_logits, batch),
-                            "baseline": baseline(base_cls, keep_logits, batch),
-                        },
-                        repeats=repeats,
-                        min_seconds=min_seconds,
-                    )
-                    rows.append(
-                        {
-                            "table": variant,
-                            "D": size,
-                            "batch": batch,
-                            "ours_us": 1e6 * sorted(timings["ours"])[repeats // 2],
-                            "baseline_us": 1e6 * sorted(timings["baseline"])[repeats // 2],
-                            "ratio": median_ratio(timings["ours"], timings["baseline"]),
-                        }
-                    )
+            for requires_grad in (False, True):
+                for size in sizes:
+                    keep_logits = (torch.randn(size) + 2.0).requires_grad_(requires_grad)
+                    for batch in batches:
+                        timings = interleaved_timings(
+                            {
+                                "ours": ours(our_cls, keep_logits, batch),
+                                "baseline": baseline(base_cls, keep_logits, batch),
+                            },
+                            repeats=repeats,
+                            min_seconds=min_seconds,
+                        )
+                        rows.append(
+                            {
+                                "table": variant,
+                                "grad": requires_grad,
+                                "D": size,
+                                "batch": batch,
+                                "ours_us": 1e6 * sorted(timings["ours"])[repeats // 2],
+                                "baseline_us": 1e6 * sorted(timings["baseline"])[repeats // 2],
+                                "ratio": median_ratio(timings["ours"], timings["baseline"]),
+                            }
+                        )
         rows += prior_rows(sizes, repeats, min_seconds)
 
     print("rsample + log_prob, one thread, validation off (us per call; ratio = ours/baseline)")
@@ -153,7 +156,8 @@ def main() -> None:
         "threads": 1,
         "clock": "thread CPU time (time.thread_time)",
         "validation": "disabled in both (pyro.validation_enabled(False))",
-        "timed": "build distribution from keep logits + rsample((batch,)) + log_prob",
+        "timed": "build distribution from keep logits + rsample((batch,)) + log_prob (no backward)",
+        "grad": "keep logits with and without requires_grad",
         "baseline": "hand-written log q + pyro RelaxedOneHotCategorical(+StraightThrough) + cumsum",
     }
     path = write_result(args.out, "downhill_sampling", config, rows, summary)

@@ -17,13 +17,10 @@ __all__ = ["Downhill"]
 
 _ShapeLike = torch.Size | Sequence[int]
 
-# Accumulation floor for simplex entries of a float64 sample: far above the rounding error of
-# summing a few thousand float64 numbers, far below anything a user can observe.
-_FLOAT64_FLOOR = 2.0**-40
-
 
 def _simplex_floor(dtype: torch.dtype) -> float:
-    return max(torch.finfo(dtype).eps, _FLOAT64_FLOOR)
+    """Smallest simplex entry of a draw: 4 eps keeps neighbouring tail sums 3+ ulps apart."""
+    return 4.0 * torch.finfo(dtype).eps
 
 
 def _differences(value: torch.Tensor) -> torch.Tensor:
@@ -78,9 +75,11 @@ class Downhill(TorchDistribution):
     -----
     Event shape ``(D,)``; batch shape from the leading dims of the keep parameter (broadcast
     with ``temperature``). ``log q`` is computed once per instance. In floating point the simplex
-    sample is floored at ``eps`` of the dtype (``2**-40`` for float64) and renormalised, and the
-    tail sums are accumulated in float64, so every sample lies strictly inside the support
-    :data:`~bayes_nest.distributions.constraints.downhill`. The mean has no closed form (the
+    entries are floored at ``4 * eps`` of the dtype, summed from the tail by one sequential
+    cumulative sum (CPU) and renormalised, so neighbouring entries of ``m`` stay several ulps
+    apart and every sample lies strictly inside the support
+    :data:`~bayes_nest.distributions.constraints.downhill` (``m_1 <= 1 - 2 eps``,
+    ``m_D >= 4 eps``). The mean has no closed form (the
     straight-through variant's mean is :math:`\prod_{j \le i}\beta_j`).
 
     Scoring: a tensor returned by :meth:`rsample` or :meth:`sample` keeps the exact
@@ -209,20 +208,31 @@ class Downhill(TorchDistribution):
         """Gumbel-perturbed scores ``(log q + g) / tau`` in reversed order ``k = D..0``.
 
         The Gumbel noise is i.i.d., so reversing the order leaves the law unchanged and lets one
-        cumulative sum produce the tails ``sum_{k >= i} y_k``.
+        cumulative sum produce the tails ``sum_{k >= i} y_k``. Large intermediate tensors are
+        updated in place wherever autograd allows it (allocation dominates at large sizes).
         """
         log_q = self.index_distribution.logits
         shape = self._extended_shape(sample_shape)[:-1] + (self.num_blocks + 1,)
-        uniform = torch.rand(shape, dtype=log_q.dtype, device=log_q.device)
-        gumbel = -(-uniform.clamp_(min=torch.finfo(log_q.dtype).tiny).log()).log()
-        return (log_q.flip(-1) + gumbel) / self._event_temperature
+        noise = torch.rand(shape, dtype=log_q.dtype, device=log_q.device)
+        tiny = torch.finfo(log_q.dtype).tiny
+        scores = noise.clamp_(min=tiny).log_().neg_().log_().neg_().add_(log_q.flip(-1))
+        temperature = self._event_temperature
+        if temperature.requires_grad and torch.is_grad_enabled():
+            return scores / temperature
+        return scores.div_(temperature)
 
-    def _tails(self, reversed_scores: torch.Tensor) -> torch.Tensor:
+    def _tails(self, scores: torch.Tensor) -> torch.Tensor:
         """Relaxed mask ``m_i = sum_{k >= i} y_k`` from reversed scores (see class notes)."""
-        log_y = reversed_scores - reversed_scores.logsumexp(-1, keepdim=True)
-        y = log_y.exp().clamp(min=_simplex_floor(log_y.dtype))
-        tails = y.cumsum(-1, dtype=torch.float64)
-        mask = (tails[..., :-1] / tails[..., -1:]).to(log_y.dtype).flip(-1)
+        log_normalizer = scores.logsumexp(-1, keepdim=True)
+        floor = _simplex_floor(scores.dtype)
+        if scores.requires_grad and torch.is_grad_enabled():
+            log_y = scores - log_normalizer
+            y = log_y.exp().clamp(min=floor)
+        else:
+            log_y = scores.sub_(log_normalizer)
+            y = log_y.exp().clamp_(min=floor)
+        tails = y.cumsum_(-1)
+        mask = (tails[..., :-1] / tails[..., -1:]).flip(-1)
         mask._reversed_log_simplex = log_y  # exact log y of this draw, for log_prob
         return mask
 
@@ -244,7 +254,7 @@ class Downhill(TorchDistribution):
             log_y = _differences(value).clamp_(min=torch.finfo(value.dtype).tiny).log()
         else:  # a draw of rsample/sample: its exact log y, stored in reversed order k = D..0
             log_q = log_q.flip(-1)
-        scores = log_q - self._event_temperature * log_y
+        scores = (log_y * -self._event_temperature).add_(log_q)
         return (
             scores.sum(-1)
             - log_y.sum(-1)

@@ -53,8 +53,7 @@ class DownhillStraightThrough(Downhill):
         scores = self._rsample_scores(sample_shape)
         relaxed = self._tails(scores)
         counts = self.num_blocks - scores.max(-1).indices
-        hard = hard_mask(counts, self.num_blocks, dtype=relaxed.dtype)
-        value = hard + (relaxed - relaxed.detach())  # exactly `hard` forward
+        value = _StraightThrough.apply(relaxed, counts)
         value._relaxed = relaxed
         return value
 
@@ -85,3 +84,15 @@ class DownhillStraightThrough(Downhill):
     def variance(self) -> torch.Tensor:
         marginals = self.index_distribution.keep_marginals
         return marginals * (1 - marginals)
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward: the hard mask ``1[i <= b]``; backward: the gradient goes to the relaxed mask."""
+
+    @staticmethod
+    def forward(ctx, relaxed: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        return hard_mask(counts, relaxed.shape[-1], dtype=relaxed.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None

@@ -235,6 +235,23 @@ def test_draws_are_scored_with_their_exact_log_simplex():
     assert z_scores(pathwise, copied).max() > 10
 
 
+def test_gradcheck_rsample_and_log_prob():
+    """Pathwise derivatives of draws and of both scoring paths, also wrt the temperature."""
+
+    def draw_and_score(keep_logits, temperature):
+        torch.manual_seed(9)
+        downhill = Downhill(keep_logits=keep_logits, temperature=temperature)
+        m = downhill.rsample((3,))
+        return 2 * m.sum(0) + downhill.log_prob(m).sum() + downhill.log_prob(m.clone()).sum()
+
+    keep_logits = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
+    for temperature in (torch.tensor(0.7), torch.tensor([0.7, 1.3])):
+        temperature = temperature.double().requires_grad_()
+        assert torch.autograd.gradcheck(draw_and_score, (keep_logits, temperature))
+    fixed = torch.tensor(0.5, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda k: draw_and_score(k, fixed), (keep_logits,))
+
+
 @pytest.mark.parametrize("default", [False, True])
 def test_expand(default):
     torch.manual_seed(7)
