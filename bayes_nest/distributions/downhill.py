@@ -78,9 +78,9 @@ class Downhill(TorchDistribution):
     entries are floored at ``4 * eps`` of the dtype, summed from the tail by one sequential
     cumulative sum (CPU) and renormalised, so neighbouring entries of ``m`` stay several ulps
     apart and every sample lies strictly inside the support
-    :data:`~bayes_nest.distributions.constraints.downhill` (``m_1 <= 1 - 2 eps``,
-    ``m_D >= 4 eps``). The mean has no closed form (the
-    straight-through variant's mean is :math:`\prod_{j \le i}\beta_j`).
+    :data:`~bayes_nest.distributions.constraints.downhill` (``1 - m_1``, every gap
+    ``m_i - m_{i+1}`` and ``m_D`` are about ``4 * eps`` or more). The mean has no closed form
+    (the straight-through variant's mean is :math:`\prod_{j \le i}\beta_j`).
 
     Scoring: a tensor returned by :meth:`rsample` or :meth:`sample` keeps the exact
     :math:`\log y` of its draw as a tensor attribute, and :meth:`log_prob` of that very tensor
@@ -242,6 +242,7 @@ class Downhill(TorchDistribution):
 
     # ------------------------------------------------------------------ scoring
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """Log density of masks ``value`` (shape ``... + (D,)``), shape ``sample + batch``."""
         value = getattr(value, "_relaxed", value)
         if self._validate_args:
             self._validate_sample(value)
@@ -254,7 +255,11 @@ class Downhill(TorchDistribution):
             log_y = _differences(value).clamp_(min=torch.finfo(value.dtype).tiny).log()
         else:  # a draw of rsample/sample: its exact log y, stored in reversed order k = D..0
             log_q = log_q.flip(-1)
-        scores = (log_y * -self._event_temperature).add_(log_q)
+        scores = log_y * -self._event_temperature
+        if scores.shape == torch.broadcast_shapes(scores.shape, log_q.shape):
+            scores = scores.add_(log_q)
+        else:  # the value broadcasts against a larger batch
+            scores = scores + log_q
         return (
             scores.sum(-1)
             - log_y.sum(-1)

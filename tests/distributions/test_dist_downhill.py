@@ -50,6 +50,10 @@ def test_shapes_and_attributes():
     assert downhill.sample().shape == (2, 3, 5)
     assert downhill.support.event_dim == 1
     assert downhill.support.check(sample).shape == (4, 2, 3)
+    # a single draw scored against the whole batch (both scoring paths broadcast)
+    single = Downhill(keep_logits=torch.randn(5), temperature=0.5).rsample()
+    assert downhill.log_prob(single).shape == (2, 3)
+    torch.testing.assert_close(downhill.log_prob(single), downhill.log_prob(single.clone()))
 
 
 @pytest.mark.parametrize("cls", [Downhill, DownhillStraightThrough])
