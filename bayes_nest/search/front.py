@@ -35,6 +35,8 @@ class Point:
 
 
 def _check_number(value: Any, name: str) -> float:
+    if isinstance(value, str | bytes):  # float("10") would parse; a budget is not text
+        raise TypeError(f"{name} must be a number, got {value!r}")
     if isinstance(value, bool) or not isinstance(value, int | float):
         try:
             value = float(value)  # numpy / torch scalars
