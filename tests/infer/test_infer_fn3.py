@@ -338,3 +338,17 @@ def test_distillation_uses_labels_only_for_the_full_network(digits):
     assert calls == n  # the sampled and smallest networks learn from the full one's softmax
     with pytest.raises(ValueError, match="distill"):
         FN3Trainer(MLP(64, [16], 10, groups=2), distill=True)
+
+
+def test_evaluate_accepts_loaders(trained_mlp, digits):
+    net, _ = trained_mlp
+    x, y = digits.test
+    from torch.utils.data import DataLoader, TensorDataset
+
+    pairs = DataLoader(TensorDataset(x, y), batch_size=50)
+    inputs_only = DataLoader(x, batch_size=64)
+    config = smallest(net)
+    assert torch.allclose(predict_probs(net, inputs_only, config), predict_probs(net, x, config))
+    assert evaluate(net, pairs, config) == evaluate(net, (x, y), config)
+    with pytest.raises(ValueError, match="labels"):
+        evaluate(net, inputs_only)
