@@ -33,13 +33,14 @@ from ..data import as_loader
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .evaluate import evaluate
 from .ordered_dropout import OrderedDropout
+from .watchdog import NonFiniteError, Watchdog
 
 __all__ = ["FN3Trainer", "History", "NonFiniteLossError", "fit_fn3"]
 
 CHECKPOINT_KIND = "fn3"
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(NonFiniteError):
     """The training loss became NaN or infinite; training stopped before that step's update.
 
     Attributes
@@ -51,14 +52,31 @@ class NonFiniteLossError(FloatingPointError):
     loss : float
     config : dict[str, int]
         Keep counts of the sub-network that produced it.
+    where : str or None
+        Where the non-finite value first appears (input batch, parameter or layer), see
+        :class:`~bayes_nest.infer.watchdog.Watchdog`.
     """
 
-    def __init__(self, step: int, epoch: int, loss: float, config: Mapping[str, int], note: str):
+    def __init__(
+        self,
+        step: int,
+        epoch: int,
+        loss: float,
+        config: Mapping[str, int],
+        note: str,
+        where: str | None = None,
+    ):
         self.step, self.epoch, self.loss, self.config = step, epoch, loss, dict(config)
-        super().__init__(
+        self.quantity, self.value, self.where, self.note = "loss", loss, where, note
+        at = f"; first non-finite at {where}" if where else ""
+        FloatingPointError.__init__(
+            self,
             f"non-finite training loss {loss} at step {step} (epoch {epoch}) for sub-network "
-            f"{self.config}; the weights are those before this step. {note}"
+            f"{self.config}{at}; the weights are those before this step. {note}",
         )
+
+    def with_note(self, note: str) -> NonFiniteLossError:
+        return NonFiniteLossError(self.step, self.epoch, self.loss, self.config, note, self.where)
 
 
 @dataclass
@@ -188,6 +206,14 @@ class FN3Trainer:
         Show a tqdm progress bar with the running loss and accuracy.
     grad_clip : float, optional
         Clip the global gradient norm to this value.
+
+    Notes
+    -----
+    ``trainer.watchdog`` (a :class:`~bayes_nest.infer.watchdog.Watchdog`) stops training with
+    a :class:`~bayes_nest.infer.watchdog.NonFiniteError` at the first non-finite loss or
+    gradient (before the optimizer step) and refuses to write a checkpoint of a non-finite
+    state, naming the step and the input, parameter or layer where the value first appears.
+    Set it to ``None`` to switch the checks off.
     """
 
     def __init__(
@@ -245,6 +271,7 @@ class FN3Trainer:
         self.history = History()
         self.epoch = 0
         self.step = 0
+        self.watchdog: Watchdog | None = Watchdog(module)
         self._loader_seed = (
             seed if seed is not None else int(torch.randint(0, 2**62, (), dtype=torch.int64))
         )
@@ -271,12 +298,17 @@ class FN3Trainer:
                 loss = -(teacher * torch.log_softmax(out, dim=-1)).sum(-1).mean()
             value = float(loss.detach())
             if not math.isfinite(value):
-                raise NonFiniteLossError(self.step, self.epoch, value, counts, "")
+                where = None
+                if self.watchdog is not None:
+                    where = self.watchdog.locate(inputs=x, forward=lambda: self.module(x))
+                raise NonFiniteLossError(self.step, self.epoch, value, counts, "", where)
             (loss * scale if scale != 1.0 else loss).backward()
             if i == sampled:
                 loss_value = value
                 if out.dim() == 2 and y.dim() == 1 and not y.is_floating_point():
                     correct = int((out.detach().argmax(-1) == y).sum())
+        if self.watchdog is not None:  # before clipping, which would spread a NaN
+            self.watchdog.check_gradients(step=self.step, epoch=self.epoch)
         if self.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
         self.optimizer.step()
@@ -387,14 +419,18 @@ class FN3Trainer:
                 self._run_epoch(loader, val, bar)
                 last = self.epoch == epochs
                 if checkpoint_path is not None and (last or self.epoch % checkpoint_every == 0):
+                    if self.watchdog is not None:  # never replace a good file by a bad state
+                        self.watchdog.check_state(
+                            step=self.step, epoch=self.epoch, optimizer=self.optimizer
+                        )
                     self._save_checkpoint(checkpoint_path, loader)
-        except NonFiniteLossError as e:
+        except NonFiniteError as e:
             note = (
                 f"Last good checkpoint: {str(checkpoint_path)!r}."
                 if checkpoint_path is not None and Path(checkpoint_path).exists()
                 else "No checkpoint was written."
             )
-            raise NonFiniteLossError(e.step, e.epoch, e.loss, e.config, note) from None
+            raise e.with_note(note) from None
         finally:
             self.sampler.clear()
             bar.close()
