@@ -65,7 +65,7 @@ def discrete_posterior_case(cls, temperature):
 def test_trace_elbo_learns_keep_probs(cls):
     model, temperature, prior, target = relaxed_posterior_case(cls)
     learned = fit_guide_keep_probs(
-        model, cls, Trace_ELBO, temperature=temperature, steps=600, particles=8, lr=0.05
+        model, cls, Trace_ELBO, temperature=temperature, steps=400, particles=8, lr=0.05
     )
     assert (learned - target).abs().max() < 0.03 < (prior - target).abs().max()
 
