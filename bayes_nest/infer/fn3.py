@@ -30,7 +30,13 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data import as_loader
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .evaluate import evaluate
 from .ordered_dropout import OrderedDropout
 from .watchdog import NonFiniteError, Watchdog
@@ -397,7 +403,15 @@ class FN3Trainer:
             raise ValueError("resume=True needs a checkpoint_path")
         loader = self._loader(train)
         if resume and Path(checkpoint_path).exists():
-            self.load_state_dict(load_checkpoint(checkpoint_path, kind=CHECKPOINT_KIND), loader)
+            state = load_checkpoint(checkpoint_path, kind=CHECKPOINT_KIND)
+            try:
+                self.load_state_dict(state, loader)
+            except (KeyError, TypeError, ValueError, RuntimeError) as e:
+                msg = " ".join(str(e if not isinstance(e, KeyError) else f"no {e}").split())
+                raise CheckpointError(
+                    f"{checkpoint_path} does not fit this trainer (another network, optimizer "
+                    f"or data?): {msg[:300]}"
+                ) from e
         elif resume:
             warnings.warn(
                 f"no checkpoint at {str(checkpoint_path)!r}; training from the start", stacklevel=2
