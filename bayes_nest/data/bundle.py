@@ -140,6 +140,12 @@ def _check_labels(y: Any, arg: str = "y", num_classes: int | None = None) -> np.
                 f"{arg} contains {int(frac.sum())} non-integer labels (e.g. {y[frac][0]}); labels "
                 "must be integer class indices"
             )
+        huge = np.abs(y.real) >= 2**62  # would overflow the cast to int64
+        if huge.any():
+            raise ValueError(
+                f"{arg} contains {int(huge.sum())} labels too large to be class indices "
+                f"(e.g. {y[huge][0]})"
+            )
     y = y.real.astype(np.int64)
     if (y < 0).any():
         raise ValueError(
