@@ -311,6 +311,13 @@ def from_arrays(
         num_classes = max(int(ys.max()) + 1 if len(ys) else 0 for _, ys in checked.values())
         if num_classes < 2:
             raise ValueError(f"y must contain at least 2 classes, found {num_classes}")
+        examples = sum(len(ys) for _, ys in checked.values())
+        if num_classes > examples:  # e.g. a stray label 10**9: no per-class arrays that large
+            raise ValueError(
+                f"the largest label is {num_classes - 1} but there are only {examples} examples; "
+                "labels must be class indices 0..K-1 (relabel them, e.g. with "
+                "numpy.unique(y, return_inverse=True), or pass num_classes)"
+            )
     xs, ys = checked[""]
     vf = 0.0 if val is not None else _check_fraction(val_fraction, "val_fraction")
     tf = 0.0 if test is not None else _check_fraction(test_fraction, "test_fraction")
