@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -81,11 +83,15 @@ def load_file(
     name = kwargs.pop("name", path.stem)
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in (x_key, y_key) if k not in f.files]
-            if missing:
-                raise ValueError(f"{path} has no array {missing[0]!r}; it holds {f.files}")
-            arrays = {k: f[k] for k in f.files}
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                missing = [k for k in (x_key, y_key) if k not in f.files]
+                if missing:
+                    raise ValueError(f"{path} has no array {missing[0]!r}; it holds {f.files}")
+                arrays = {k: f[k] for k in f.files}
+        except (EOFError, OSError, zipfile.BadZipFile, zlib.error) as e:  # empty, cut, damaged
+            msg = " ".join(str(e).split()) or type(e).__name__
+            raise ValueError(f"{path} is not a readable .npz file ({msg})") from None
         for part in ("val", "test"):
             xk, yk = f"{x_key}_{part}", f"{y_key}_{part}"
             if xk in arrays and yk in arrays:
