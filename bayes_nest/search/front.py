@@ -146,6 +146,9 @@ class Front:
             ]
         except (KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"not a serialised Front: {err}") from None
+        for i, p in enumerate(points):  # NaN would make best() answer arbitrarily
+            if math.isnan(p.score) or math.isnan(p.cost):
+                raise ValueError(f"not a serialised Front: point {i} has a NaN score or cost")
         return cls(
             points,
             int(data.get("evaluations", 0)),
