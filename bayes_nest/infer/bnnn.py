@@ -57,7 +57,7 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from ..nn.axis import axes, axis_owners, full_block_mask
-from ..nn.bayesian import BayesianLayer, to_bayesian_
+from ..nn.bayesian import BayesianLayer, shared_posterior_scales, to_bayesian_
 from . import bnnn_predict
 from .bnnn_kl import bayesian_layers, weight_kl_terms
 from .vou import Temperature, VariationalOrderingUnit
@@ -91,6 +91,7 @@ class BNNNModel(PyroModule):
         # The network's structure is fixed once wrapped: cache what the hot path looks up.
         object.__setattr__(self, "_owners", list(axis_owners(net)))
         object.__setattr__(self, "_layers", bayesian_layers(net))
+        object.__setattr__(self, "_bayesian_layers", [layer for _, layer, *_ in self._layers])
         self._prior_cache: tuple[tuple, dict] | None = None
 
     def mask_priors(self) -> dict:
@@ -101,27 +102,35 @@ class BNNNModel(PyroModule):
             self._prior_cache = (key, priors)
         return self._prior_cache[1]
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        net = self.net
+    def run(self, x: torch.Tensor, masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The network's logits ``(B, K)`` under full block masks ``{axis: (size,)}``.
+
+        The masks are set on the axis owners for this call only (previous masks restored).
+        """
         previous = [owner.mask for _, owner in self._owners]
         try:
-            masks = {}
-            for vou, (name, prior) in zip(self._vous, self.mask_priors().items(), strict=True):
-                masks[name] = full_block_mask(vou.axis, pyro.sample(name, prior))
             for name, owner in self._owners:
                 if name in masks:
                     owner.mask = masks[name]
-            if self.kl_scale != 0.0:
-                marginals = {v.name: v.block_marginals() for v in self._vous}
-                terms = weight_kl_terms(net, marginals, layers=self._layers)
-                for path, kl in terms.items():
-                    pyro.factor(f"{path}.weight_kl", -self.kl_scale * kl)
-            logits = net(x)
+            logits = self.net(x)
         finally:
             for (_, owner), mask in zip(self._owners, previous, strict=True):
                 owner.mask = mask
         if logits.dim() != 2:
             raise ValueError(f"the network must return logits (B, K), got {tuple(logits.shape)}")
+        return logits
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        masks = {}
+        for vou, (name, prior) in zip(self._vous, self.mask_priors().items(), strict=True):
+            masks[name] = full_block_mask(vou.axis, pyro.sample(name, prior))
+        with shared_posterior_scales(self._bayesian_layers):
+            if self.kl_scale != 0.0:
+                marginals = {v.name: v.block_marginals() for v in self._vous}
+                terms = weight_kl_terms(self.net, marginals, layers=self._layers)
+                for path, kl in terms.items():
+                    pyro.factor(f"{path}.weight_kl", -self.kl_scale * kl)
+            logits = self.run(x, masks)
         batch = logits.shape[0]
         size = batch if self.dataset_size is None else self.dataset_size
         with pyro.plate("data", size=size, subsample=torch.arange(batch, device=logits.device)):

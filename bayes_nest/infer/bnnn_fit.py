@@ -23,12 +23,13 @@ from typing import Any
 import pyro
 import pyro.optim
 import torch
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import Trace_ELBO
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .. import metrics
 from ..data import as_loader
+from .bnnn_loss import mean_field_loss
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 __all__ = ["BNNNHistory", "fit", "CHECKPOINT_KIND"]
@@ -198,8 +199,17 @@ def fit(
     loader_seed = seed if seed is not None else int(torch.randint(0, 2**62, ()))
     loader = as_loader(train, batch_size, shuffle=True, seed=loader_seed)
     bnnn.model.dataset_size = _dataset_size(loader)
-    elbo_cls = TraceMeanField_ELBO if loss == "mean_field" else Trace_ELBO
-    elbo = elbo_cls(num_particles=num_particles)
+    if loss == "mean_field":
+
+        def step_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return mean_field_loss(bnnn, x, y, num_particles=num_particles)
+
+    else:
+        elbo = Trace_ELBO(num_particles=num_particles)
+
+        def step_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return elbo.differentiable_loss(bnnn.model, bnnn.guide, x, y)
+
     if getattr(bnnn, "_optimizer", None) is None or optimizer is not None:
         bnnn._optimizer = _make_optimizer(optimizer, bnnn.parameters())
     opt = bnnn._optimizer
@@ -212,8 +222,14 @@ def fit(
                 f"checkpoint {str(checkpoint_path)!r} was written by a BNNN with settings "
                 f"{state['settings']}, not {_settings_payload(bnnn)}"
             )
-        bnnn.load_state_dict(state["state_dict"])
-        opt.load_state_dict(state["optimizer"])
+        try:
+            bnnn.load_state_dict(state["state_dict"])
+            opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise ValueError(
+                f"checkpoint {str(checkpoint_path)!r} does not fit this BNNN (a different "
+                f"network or optimizer): {error}"
+            ) from error
         set_rng_state(state["rng"])
         for g, s in zip(_generators(loader), state["loader_generators"], strict=False):
             g.set_state(torch.as_tensor(s, dtype=torch.uint8))
@@ -246,7 +262,7 @@ def fit(
                 for batch in loader:
                     x, y = batch[0].to(device), batch[1].to(device)
                     opt.zero_grad(set_to_none=True)
-                    value = elbo.differentiable_loss(bnnn.model, bnnn.guide, x, y)
+                    value = step_loss(x, y)
                     if not torch.isfinite(value):
                         raise FloatingPointError(
                             f"non-finite ELBO loss {float(value)} at epoch {bnnn.epoch}; the "
@@ -256,10 +272,12 @@ def fit(
                     opt.step()
                     loss_sum += float(value.detach())
                     steps += 1
-                    bar.update(1)
-                    bar.set_postfix(
-                        elbo=f"{-loss_sum / steps / bnnn.model.dataset_size:.4f}", refresh=False
-                    )
+                    if progress:
+                        bar.update(1)
+                        bar.set_postfix(
+                            elbo=f"{-loss_sum / steps / bnnn.model.dataset_size:.4f}",
+                            refresh=False,
+                        )
             seconds = time.perf_counter() - start
             bnnn.epoch += 1
             val_nll, val_acc = (math.nan, math.nan)
@@ -267,7 +285,8 @@ def fit(
                 val_nll, val_acc = _validate(bnnn, val, val_samples)
             history.epoch.append(bnnn.epoch)
             history.loss.append(loss_sum / max(steps, 1) / bnnn.model.dataset_size)
-            history.weight_kl.append(float(bnnn.weight_kl().detach()))
+            with torch.no_grad():
+                history.weight_kl.append(float(bnnn.weight_kl()))
             history.temperature.append(float(temperature))
             history.val_nll.append(val_nll)
             history.val_accuracy.append(val_acc)

@@ -37,6 +37,7 @@ from torch.distributions import Distribution
 
 from ..nn.axis import Axis, full_block_mask
 from .masks import mask_prior
+from .vou_ops import draw_mask, gumbel_noise, keep_terms
 
 __all__ = ["ExponentialTemperature", "VariationalOrderingUnit", "resolve_temperature"]
 
@@ -138,6 +139,7 @@ class VariationalOrderingUnit(nn.Module):
         self.temperature = resolve_temperature(temperature, 0)
         logit = math.log(init_keep_prob) - math.log1p(-init_keep_prob)
         self.keep_logits = nn.Parameter(torch.full((axis.orderable,), logit))
+        self._log_prior_cache: dict = {}
 
     @property
     def name(self) -> str:
@@ -173,6 +175,61 @@ class VariationalOrderingUnit(nn.Module):
     def keep_count_probs(self) -> torch.Tensor:
         """Posterior of the number of kept orderable blocks, shape ``(D+1,)``."""
         return self.keep_count_log_probs().exp()
+
+    def log_prior_counts(self, keep_prob: float) -> torch.Tensor:
+        r""":math:`\log p_b` of the nested-dropout prior's keep count, shape ``(D+1,)`` (cached).
+
+        The truncated geometric: :math:`b \log\pi + \log(1-\pi)` for :math:`b < D` and
+        :math:`D \log \pi` for :math:`b = D`.
+        """
+        dtype, device = self.keep_logits.dtype, self.keep_logits.device
+        key = (float(keep_prob), dtype, device)
+        cached = self._log_prior_cache.get(key)
+        if cached is None:
+            counts = torch.arange(self.axis.orderable + 1, dtype=torch.float64)
+            cached = counts * math.log(keep_prob) + math.log1p(-keep_prob)
+            cached[-1] -= math.log1p(-keep_prob)
+            cached = cached.to(dtype=dtype, device=device)
+            self._log_prior_cache = {key: cached}
+        return cached
+
+    def step_terms(self, keep_prob: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        r"""What one training step needs from this unit, computed once and shared.
+
+        Parameters
+        ----------
+        keep_prob : float
+            :math:`\pi` of the matching prior.
+
+        Returns
+        -------
+        log_q : Tensor, shape ``(D+1,)``
+            :math:`\log q_b`, as :meth:`keep_count_log_probs` (for :meth:`draw_block_mask`).
+        block_marginals : Tensor, shape ``(size,)``
+            As :meth:`block_marginals` (the weights of the nested weight KL).
+        kl : Tensor, shape ``()``
+            :math:`\mathrm{KL}(q(b) \,\|\, p(b))`, the closed form registered for a pair of
+            Downhill distributions, i.e. what ``TraceMeanField_ELBO`` uses for the mask site.
+
+        One fused autograd node (:func:`~bayes_nest.infer.vou_ops.keep_terms`).
+        """
+        return keep_terms(self.keep_logits, self.log_prior_counts(keep_prob), self.axis.always_on)
+
+    def draw_block_mask(self, log_q: torch.Tensor) -> torch.Tensor:
+        """One mask draw for every block of the axis (ones for always-on blocks), ``(size,)``.
+
+        The same value, from the same random numbers, as ``self()`` padded with ones, i.e. a
+        draw of :meth:`distribution`, without building the distribution; ``log_q`` comes from
+        :meth:`step_terms` (see :func:`~bayes_nest.infer.vou_ops.draw_mask`).
+        """
+        gumbel = gumbel_noise(log_q.shape[-1], dtype=log_q.dtype, device=log_q.device)
+        return draw_mask(
+            log_q,
+            gumbel,
+            self.temperature,
+            straight_through=self.straight_through,
+            always_on=self.axis.always_on,
+        )
 
     def sample_keep_counts(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
         """Hard keep counts (always-on blocks included) drawn from the posterior, int64."""

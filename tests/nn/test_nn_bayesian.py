@@ -15,6 +15,7 @@ from bayes_nest.nn.bayesian import (
     deterministic_weights,
     pinned_weights,
     resolve_prior_scale,
+    shared_posterior_scales,
     to_bayesian_,
 )
 
@@ -168,3 +169,34 @@ def test_gradients_reach_loc_and_rho():
     assert layer.weight_loc.grad.abs().sum() > 0
     assert layer.weight_rho.grad.abs().sum() > 0
     assert layer.bias_rho.grad.abs().sum() > 0
+
+
+def test_shared_posterior_scales_computes_each_scale_once():
+    net = torch.nn.Sequential(_randomize(BayesianLinear(3, 4)), _randomize(BayesianLinear(4, 2)))
+    first, second = net[0], net[1]
+    with shared_posterior_scales(net) as layers:
+        assert layers == [first, second]
+        scales = first.posterior_scales()
+        assert scales is first.shared_scales and first.posterior_scales() is scales
+        torch.testing.assert_close(scales[0], first.weight_scale)
+        x = torch.randn(5, 3)
+        torch.manual_seed(0)
+        inside = net(x)
+        kl_inside = first.kl()
+    assert first.shared_scales is None and second.shared_scales is None  # restored
+    torch.manual_seed(0)
+    torch.testing.assert_close(inside, net(x))  # the same values as without sharing
+    torch.testing.assert_close(kl_inside, first.kl())
+    # the shared scales carry the gradient of both uses into rho
+    with shared_posterior_scales([first]):
+        (first(x).sum() + first.kl()).backward()
+    assert first.weight_rho.grad.abs().sum() > 0
+
+
+def test_the_two_modules_are_gathered_under_bayes_nest_nn_bayesian():
+    from bayes_nest.nn import bayesian, bayesian_convert, bayesian_layers
+
+    assert bayesian.BayesianLinear is bayesian_layers.BayesianLinear
+    assert bayesian.to_bayesian_ is bayesian_convert.to_bayesian_
+    for name in bayesian.__all__:
+        assert getattr(bayesian, name) is not None

@@ -1,0 +1,79 @@
+"""Fused Bayesian-layer operations: values against the plain formulas, gradients by gradcheck."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.distributions import Normal, kl_divergence
+
+from bayes_nest.nn.bayesian_ops import VAR_FLOOR, local_reparam_linear, per_unit_normal_kl
+
+
+def _params(o, d, seed, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    loc = torch.randn(o, d, generator=g, dtype=dtype)
+    scale = torch.rand(o, d, generator=g, dtype=dtype) * 0.5 + 0.05
+    bias_loc = torch.randn(o, generator=g, dtype=dtype)
+    bias_scale = torch.rand(o, generator=g, dtype=dtype) * 0.5 + 0.05
+    return [t.requires_grad_() for t in (loc, scale, bias_loc, bias_scale)]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_local_reparam_linear_equals_the_unfused_expression(bias):
+    x = torch.randn(6, 4, dtype=torch.float64)
+    loc, scale, bias_loc, bias_scale = _params(3, 4, 0)
+    if not bias:
+        bias_loc = bias_scale = None
+    torch.manual_seed(1)
+    out = local_reparam_linear(x, loc, scale, bias_loc, bias_scale)
+    torch.manual_seed(1)
+    mean = F.linear(x, loc, bias_loc)
+    var = F.linear(x.square(), scale.square(), None if bias_scale is None else bias_scale.square())
+    expected = mean + (var + VAR_FLOOR).sqrt() * torch.randn_like(mean)
+    torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_local_reparam_linear_gradients_by_gradcheck(bias):
+    x = (torch.randn(5, 4, dtype=torch.float64) + 0.5).requires_grad_()
+    loc, scale, bias_loc, bias_scale = _params(3, 4, 2)
+    if not bias:
+        bias_loc = bias_scale = None
+
+    def fn(*args):
+        torch.manual_seed(3)  # the same noise at every evaluation
+        return local_reparam_linear(*args)
+
+    assert torch.autograd.gradcheck(fn, (x, loc, scale, bias_loc, bias_scale))
+    # an input that needs no gradient (the network's data) is skipped
+    out = fn(x.detach(), loc, scale, bias_loc, bias_scale)
+    assert out.requires_grad and out.grad_fn is not None
+
+
+def test_local_reparam_linear_needs_both_bias_parts():
+    loc, scale, bias_loc, _ = _params(3, 4, 0)
+    with pytest.raises(ValueError, match="bias_loc and bias_scale"):
+        local_reparam_linear(torch.randn(2, 4, dtype=torch.float64), loc, scale, bias_loc, None)
+
+
+@pytest.mark.parametrize("prior", [(0.0, 1.0), (0.3, 0.2)])
+def test_per_unit_normal_kl_matches_torch_normal_kl(prior):
+    prior_loc, prior_scale = prior
+    loc, scale, bias_loc, bias_scale = _params(3, 2 * 2 * 2, 4)
+    loc, scale = loc.reshape(3, 2, 2, 2), scale.reshape(3, 2, 2, 2)  # a conv weight
+    kl = per_unit_normal_kl(loc, scale, bias_loc, bias_scale, prior_loc, prior_scale)
+    p = Normal(torch.tensor(prior_loc).double(), torch.tensor(prior_scale).double())
+    expected = kl_divergence(Normal(loc, scale), p).flatten(1).sum(1)
+    expected = expected + kl_divergence(Normal(bias_loc, bias_scale), p)
+    torch.testing.assert_close(kl, expected)
+    no_bias = per_unit_normal_kl(loc, scale, None, None, prior_loc, prior_scale)
+    torch.testing.assert_close(no_bias, kl_divergence(Normal(loc, scale), p).flatten(1).sum(1))
+
+
+def test_per_unit_normal_kl_gradients_by_gradcheck():
+    loc, scale, bias_loc, bias_scale = _params(3, 4, 5)
+    assert torch.autograd.gradcheck(
+        lambda *a: per_unit_normal_kl(*a, 0.2, 0.7), (loc, scale, bias_loc, bias_scale)
+    )
+    assert torch.autograd.gradcheck(
+        lambda *a: per_unit_normal_kl(*a, None, None, 0.0, 1.5), (loc, scale)
+    )
