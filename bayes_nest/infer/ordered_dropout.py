@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..distributions import KeepCount
-from ..nn.axis import Axis, axes, axis_owners
+from ..nn.axis import AXIS_KINDS, Axis, axes, axis_owners
 
 __all__ = [
     "COUPLING",
@@ -106,14 +106,15 @@ def _per_axis(value: Any, found: Mapping[str, Axis], arg: str) -> dict[str, Any]
     """Resolve a scalar or a mapping keyed by axis name or axis kind to one value per axis."""
     if not isinstance(value, Mapping):
         return {name: value for name in found}
-    kinds = {axis.kind for axis in found.values()}
-    unknown = [key for key in value if key not in found and key not in kinds]
+    # Kinds the module lacks are allowed (per-kind settings apply to whatever axes exist).
+    allowed = set(AXIS_KINDS) | {"default"}
+    unknown = [key for key in value if key not in found and key not in allowed]
     if unknown:
         raise ValueError(
-            f"{arg} names {unknown[0]!r}, which is neither an axis nor an axis kind of the "
-            f"module; axes: {sorted(found)}, kinds: {sorted(kinds)}"
+            f"{arg} names {unknown[0]!r}, which is neither an axis of the module nor an axis "
+            f"kind; axes: {sorted(found)}, kinds: {list(AXIS_KINDS)}"
         )
-    default = value.get("default") if "default" in value else None
+    default = value.get("default")
     resolved = {}
     for name, axis in found.items():
         if name in value:
@@ -138,9 +139,11 @@ class OrderedDropout:
         stay whole.
     keep_prob : float or Mapping[str, float]
         Keep rate :math:`\pi` of the geometric law: one value, or a mapping whose keys are axis
-        names or axis kinds (``{"width": 0.9, "bits": 0.7}``; a name beats a kind).
+        names or axis kinds (``{"width": 0.9, "bits": 0.7}``; a name beats a kind; kinds the
+        module lacks are ignored, unknown axis names are an error; the key ``"default"`` covers
+        the remaining axes).
     distribution : {"geometric", "uniform"} or Mapping[str, str]
-        Law of the keep count, globally or per axis name / kind.
+        Law of the keep count, globally or per axis name / kind (keys as for ``keep_prob``).
     sandwich : {None, "full", "smallest", "both"}
         Also train the full and/or the smallest sub-network at every step (the sandwich rule of
         universally slimmable networks); :meth:`step_configs` lists the configurations of a step.

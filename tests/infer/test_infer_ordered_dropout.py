@@ -69,6 +69,10 @@ def test_per_axis_keep_prob_by_name_and_kind():
     sampler = OrderedDropout(net, {"width": 0.6, "hidden.1": 0.9})
     assert torch.allclose(sampler.keep_probs["hidden.0"], torch.full((7,), 0.6).double())
     assert torch.allclose(sampler.keep_probs["hidden.1"], torch.full((7,), 0.9).double())
+    # A kind the module lacks is ignored (per-kind settings fit any model).
+    assert set(OrderedDropout(net, {"width": 0.6, "bits": 0.5}).probs) == {"hidden.0", "hidden.1"}
+    defaulted = OrderedDropout(net, {"hidden.1": 0.6, "default": 0.7})
+    assert torch.allclose(defaulted.keep_probs["hidden.0"], torch.full((7,), 0.7).double())
     mixed = OrderedDropout(net, 0.9, {"hidden.0": "uniform", "hidden.1": "geometric"})
     assert torch.allclose(mixed.probs["hidden.0"], torch.full((8,), 1 / 8).double())
 
