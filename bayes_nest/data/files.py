@@ -83,6 +83,8 @@ def load_file(
     name = kwargs.pop("name", path.stem)
     suffix = path.suffix.lower()
     if suffix == ".npz":
+        if not zipfile.is_zipfile(path):  # else np.load would try it as a pickle
+            raise ValueError(f"{path} is not a .npz file (not a zip archive of arrays)")
         try:
             with np.load(path, allow_pickle=False) as f:
                 missing = [k for k in (x_key, y_key) if k not in f.files]
@@ -98,7 +100,14 @@ def load_file(
                 kwargs.setdefault(part, (arrays[xk], arrays[yk]))
         x, y = arrays[x_key], arrays[y_key]
     elif suffix == ".csv":
-        x, y = _read_csv(path, label_column, header, delimiter)
+        try:
+            x, y = _read_csv(path, label_column, header, delimiter)
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path} is not a text file ({e.reason} at byte {e.start})") from None
     else:
         raise ValueError(f"unsupported file type {path.suffix!r} for {path}; use .npz or .csv")
-    return from_arrays(x, y, name=name, **kwargs)
+    try:
+        return from_arrays(x, y, name=name, **kwargs)
+    except (ValueError, TypeError) as e:  # name the file the bad arrays came from
+        error = TypeError if isinstance(e, TypeError) else ValueError
+        raise error(f"{path}: {e}") from None
