@@ -94,6 +94,12 @@ def load_file(
         except (EOFError, OSError, zipfile.BadZipFile, zlib.error) as e:  # empty, cut, damaged
             msg = " ".join(str(e).split()) or type(e).__name__
             raise ValueError(f"{path} is not a readable .npz file ({msg})") from None
+        except ValueError as e:
+            if "allow_pickle" not in str(e):
+                raise
+            raise ValueError(
+                f"{path} holds object arrays, which are never unpickled; save numeric arrays"
+            ) from None
         for part in ("val", "test"):
             xk, yk = f"{x_key}_{part}", f"{y_key}_{part}"
             if xk in arrays and yk in arrays:
