@@ -23,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from .data import load_dataset
 from .outputs import export_subnet
 from .pipeline import ModelSpec, fit
@@ -132,7 +134,7 @@ def run_demo(
     written: list[str] = []
 
     def populate(folder: Path) -> None:
-        for a in analyses:
+        for a in tqdm(analyses, desc="saving and exporting", unit="model", disable=not progress):
             name = a.label.lower()
             a.model.save(folder / "models" / f"{name}.ckpt")
             (folder / "fronts").mkdir(exist_ok=True)

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
+from tqdm.auto import tqdm
 
 from . import metrics
 from .data import DATASETS, DataBundle, Split, corrupt, load_dataset, load_file
@@ -398,7 +399,8 @@ def analyse(
     chosen = [(b, front.best(resolve_budget(b, front, model))) for b in budgets]
     macs, params = model.cost_model("macs"), model.cost_model("params")
     rows, probs = [], []
-    for budget, point in chosen:
+    bar = tqdm(chosen, desc=f"evaluating {label}", unit="budget", disable=not progress)
+    for budget, point in bar:
         scores, p = evaluate_config(
             model,
             data.test,
