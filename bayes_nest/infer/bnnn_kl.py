@@ -71,16 +71,15 @@ def weight_kl_terms(
     block_marginals = block_marginals or {}
     terms = {}
     for path, layer, axis, block_size in layers or bayesian_layers(module):
-        per_unit = layer.kl_per_output()
         weights = block_marginals.get(axis) if axis is not None else None
         if weights is None:
-            terms[path] = per_unit.sum()
+            terms[path] = layer.kl()
             continue
-        per_block = per_unit.reshape(-1, block_size).sum(-1)
-        if per_block.shape != weights.shape:
+        blocks = layer.weight_loc.shape[0] // block_size
+        if weights.shape != (blocks,):
             raise ValueError(
                 f"axis {axis!r}: block marginals have shape {tuple(weights.shape)}, layer "
-                f"{path!r} has {per_block.shape[0]} blocks"
+                f"{path!r} has {blocks} blocks"
             )
-        terms[path] = (weights.to(per_block.dtype) * per_block).sum()
+        terms[path] = layer.block_weighted_kl(weights.to(layer.weight_loc.dtype), block_size)
     return terms

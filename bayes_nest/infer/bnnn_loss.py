@@ -76,7 +76,7 @@ def mean_field_loss(
         if model.kl_scale != 0.0:
             marginals = {vou.name: m for vou, (_, m, _) in zip(vous, terms, strict=True)}
             weight_kl = weight_kl_terms(model.net, marginals, layers=model._layers)
-            loss = loss + model.kl_scale * torch.stack(list(weight_kl.values())).sum()
+            loss = loss + model.kl_scale * sum(weight_kl.values())
         batch = len(x)
         size = batch if model.dataset_size is None else model.dataset_size
         for _ in range(num_particles):

@@ -158,10 +158,12 @@ def shared_posterior_scales(
     if isinstance(layers, nn.Module):
         layers = [sub for sub in layers.modules() if isinstance(sub, BayesianLayer)]
     previous = [layer.shared_scales for layer in layers]
+    # A plain attribute: set through __dict__, skipping nn.Module's slower __setattr__ (it only
+    # special-cases parameters, buffers and submodules), since this runs twice per step.
     try:
         for layer in layers:
-            layer.shared_scales = (layer.weight_scale, layer.bias_scale)
+            layer.__dict__["shared_scales"] = (layer.weight_scale, layer.bias_scale)
         yield layers
     finally:
         for layer, value in zip(layers, previous, strict=True):
-            layer.shared_scales = value
+            layer.__dict__["shared_scales"] = value

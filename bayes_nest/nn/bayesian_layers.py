@@ -43,7 +43,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bayesian_ops import VAR_FLOOR, local_reparam_linear, per_unit_normal_kl
+from .bayesian_ops import (
+    VAR_FLOOR,
+    block_weighted_normal_kl,
+    local_reparam_linear,
+    per_unit_normal_kl,
+)
 
 __all__ = [
     "BayesianConv2d",
@@ -223,6 +228,28 @@ class BayesianLayer(nn.Module):
     def kl(self) -> torch.Tensor:
         """Total KL of the layer's posterior to its prior (a scalar)."""
         return self.kl_per_output().sum()
+
+    def block_weighted_kl(self, block_weights: torch.Tensor, block_size: int) -> torch.Tensor:
+        r""":math:`\sum_k w_k \sum_{i \in \text{block } k} \mathrm{KL}_i` over blocks of
+        ``block_size`` consecutive output units, a scalar (one fused autograd node).
+
+        Parameters
+        ----------
+        block_weights : Tensor, shape ``(out / block_size,)``
+            E.g. the keep marginals :math:`P(b \ge k)` of the axis the layer's outputs feed.
+        block_size : int
+        """
+        weight_scale, bias_scale = self.posterior_scales()
+        return block_weighted_normal_kl(
+            self.weight_loc,
+            weight_scale,
+            self.bias_loc,
+            bias_scale,
+            block_weights,
+            block_size,
+            self.prior_loc,
+            self.prior_scale,
+        )
 
     @torch.no_grad()
     def init_from(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:

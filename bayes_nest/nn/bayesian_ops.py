@@ -36,7 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-__all__ = ["VAR_FLOOR", "local_reparam_linear", "per_unit_normal_kl"]
+__all__ = [
+    "VAR_FLOOR",
+    "block_weighted_normal_kl",
+    "local_reparam_linear",
+    "per_unit_normal_kl",
+]
 
 VAR_FLOOR = 1e-12  # added to the pre-activation variance before the square root
 
@@ -96,14 +101,25 @@ def local_reparam_linear(
         The noise :math:`\varepsilon` is one ``torch.randn`` draw of that shape, taken after the
         moments are computed.
     """
-    if (bias_loc is None) != (bias_scale is None):
-        raise ValueError("give both bias_loc and bias_scale, or neither")
+    _check_bias(bias_loc, bias_scale)
     return _LocalReparamLinear.apply(x, weight_loc, weight_scale, bias_loc, bias_scale)
 
 
 class _PerUnitNormalKL(torch.autograd.Function):
+    """Per-unit KL ``(o,)``, or with ``block_weights`` the scalar ``sum_k w_k sum_{i in k} κ_i``."""
+
     @staticmethod
-    def forward(ctx, weight_loc, weight_scale, bias_loc, bias_scale, prior_loc, prior_scale):
+    def forward(
+        ctx,
+        weight_loc,
+        weight_scale,
+        bias_loc,
+        bias_scale,
+        block_weights,
+        block_size,
+        prior_loc,
+        prior_scale,
+    ):
         two_var = 2.0 * prior_scale**2
         const = math.log(prior_scale) - 0.5
         centred = weight_loc - prior_loc if prior_loc else weight_loc
@@ -115,15 +131,28 @@ class _PerUnitNormalKL(torch.autograd.Function):
             bias_centred = bias_loc - prior_loc if prior_loc else bias_loc
             bias_kl = (bias_scale * bias_scale + bias_centred * bias_centred) / two_var
             kl.add_(bias_kl.sub_(bias_scale.log()).add_(const))
-        ctx.prior_var = prior_scale**2
-        ctx.save_for_backward(centred, weight_scale, bias_centred, bias_scale)
+        ctx.prior_var, ctx.block_size = prior_scale**2, block_size
+        per_block = None
+        if block_weights is not None:
+            per_block = kl.view(-1, block_size).sum(-1)
+            kl = (per_block * block_weights).sum()
+        ctx.save_for_backward(
+            centred, weight_scale, bias_centred, bias_scale, block_weights, per_block
+        )
         return kl
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        centred, weight_scale, bias_centred, bias_scale = ctx.saved_tensors
+        centred, weight_scale, bias_centred, bias_scale, block_weights, per_block = (
+            ctx.saved_tensors
+        )
         need = ctx.needs_input_grad
+        grad_block_weights = None
+        if block_weights is not None:
+            if need[4]:
+                grad_block_weights = grad * per_block
+            grad = (grad * block_weights).repeat_interleave(ctx.block_size)
         prior_var = ctx.prior_var
         rows = grad.view((-1,) + (1,) * (centred.dim() - 1))
         grad_loc = grad_scale = grad_bias_loc = grad_bias_scale = None
@@ -135,7 +164,21 @@ class _PerUnitNormalKL(torch.autograd.Function):
             grad_bias_loc = bias_centred * (grad / prior_var)
         if need[3]:
             grad_bias_scale = (bias_scale / prior_var - bias_scale.reciprocal()).mul_(grad)
-        return grad_loc, grad_scale, grad_bias_loc, grad_bias_scale, None, None
+        return (
+            grad_loc,
+            grad_scale,
+            grad_bias_loc,
+            grad_bias_scale,
+            grad_block_weights,
+            None,
+            None,
+            None,
+        )
+
+
+def _check_bias(bias_loc, bias_scale) -> None:
+    if (bias_loc is None) != (bias_scale is None):
+        raise ValueError("give both bias_loc and bias_scale, or neither")
 
 
 def per_unit_normal_kl(
@@ -159,8 +202,44 @@ def per_unit_normal_kl(
     -------
     Tensor, shape ``(o,)``
     """
-    if (bias_loc is None) != (bias_scale is None):
-        raise ValueError("give both bias_loc and bias_scale, or neither")
+    _check_bias(bias_loc, bias_scale)
     return _PerUnitNormalKL.apply(
-        weight_loc, weight_scale, bias_loc, bias_scale, float(prior_loc), float(prior_scale)
+        weight_loc,
+        weight_scale,
+        bias_loc,
+        bias_scale,
+        None,
+        1,
+        float(prior_loc),
+        float(prior_scale),
+    )
+
+
+def block_weighted_normal_kl(
+    weight_loc: torch.Tensor,
+    weight_scale: torch.Tensor,
+    bias_loc: torch.Tensor | None,
+    bias_scale: torch.Tensor | None,
+    block_weights: torch.Tensor,
+    block_size: int,
+    prior_loc: float,
+    prior_scale: float,
+) -> torch.Tensor:
+    r""":math:`\sum_k w_k \sum_{i \in \text{block } k} \kappa_i`, a scalar.
+
+    The output units form consecutive blocks of ``block_size`` units; ``block_weights``
+    :math:`w` has shape ``(o / block_size,)`` and receives the gradient
+    :math:`\sum_{i \in k} \kappa_i` (e.g. keep marginals :math:`P(b \ge k)`, the BNNN weight
+    KL of :mod:`bayes_nest.infer.bnnn_kl`). Other arguments as :func:`per_unit_normal_kl`.
+    """
+    _check_bias(bias_loc, bias_scale)
+    return _PerUnitNormalKL.apply(
+        weight_loc,
+        weight_scale,
+        bias_loc,
+        bias_scale,
+        block_weights,
+        int(block_size),
+        float(prior_loc),
+        float(prior_scale),
     )

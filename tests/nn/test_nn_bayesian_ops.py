@@ -5,7 +5,12 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Normal, kl_divergence
 
-from bayes_nest.nn.bayesian_ops import VAR_FLOOR, local_reparam_linear, per_unit_normal_kl
+from bayes_nest.nn.bayesian_ops import (
+    VAR_FLOOR,
+    block_weighted_normal_kl,
+    local_reparam_linear,
+    per_unit_normal_kl,
+)
 
 
 def _params(o, d, seed, dtype=torch.float64):
@@ -76,4 +81,16 @@ def test_per_unit_normal_kl_gradients_by_gradcheck():
     )
     assert torch.autograd.gradcheck(
         lambda *a: per_unit_normal_kl(*a, None, None, 0.0, 1.5), (loc, scale)
+    )
+
+
+def test_block_weighted_normal_kl_value_and_gradients():
+    loc, scale, bias_loc, bias_scale = _params(6, 3, 6)
+    weights = torch.tensor([1.0, 0.6, 0.25], dtype=torch.float64, requires_grad=True)
+    total = block_weighted_normal_kl(loc, scale, bias_loc, bias_scale, weights, 2, 0.1, 0.8)
+    per_unit = per_unit_normal_kl(loc, scale, bias_loc, bias_scale, 0.1, 0.8)
+    torch.testing.assert_close(total, (weights.repeat_interleave(2) * per_unit).sum())
+    assert torch.autograd.gradcheck(
+        lambda *a: block_weighted_normal_kl(*a, 2, 0.1, 0.8),
+        (loc, scale, bias_loc, bias_scale, weights),
     )
