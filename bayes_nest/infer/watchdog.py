@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["NonFiniteError", "Watchdog", "first_non_finite_site"]
+__all__ = ["NonFiniteError", "Watchdog", "first_non_finite_site", "restore_rng", "snapshot_rng"]
 
 
 class NonFiniteError(FloatingPointError):
@@ -290,6 +290,25 @@ class Watchdog:
                 "optimizer state",
             )
         raise NonFiniteError("state", step=step, epoch=epoch, where=where)
+
+
+# ----------------------------------------------------------------------------- random state
+
+
+def snapshot_rng(device: torch.device | str | None = None) -> tuple[torch.Tensor, Any]:
+    """The global random state that a step's draws come from (CPU, and the CUDA device when
+    ``device`` is one), so that a failing step's draws can be replayed by the site search."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), (device, cuda)
+
+
+def restore_rng(state: tuple[torch.Tensor, Any]) -> None:
+    """Restore a state from :func:`snapshot_rng`."""
+    cpu, (device, cuda) = state
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state(cuda, device)
 
 
 # ----------------------------------------------------------------------------- Pyro
