@@ -31,6 +31,7 @@ from .. import metrics
 from ..data import as_loader
 from .bnnn_loss import mean_field_loss
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .watchdog import NonFiniteError, Watchdog, restore_rng, snapshot_rng
 
 __all__ = ["BNNNHistory", "fit", "CHECKPOINT_KIND"]
 
@@ -252,6 +253,8 @@ def fit(
     net = bnnn.net
     device = next(bnnn.parameters()).device
     was_training = net.training
+    watchdog = Watchdog(bnnn)  # non-finite loss, gradient or state: stop, name the site
+    step = bnnn.epoch * total if total else 0
     try:
         while bnnn.epoch < epochs:
             temperature = next(iter(bnnn.set_epoch(bnnn.epoch).values()))
@@ -262,14 +265,24 @@ def fit(
                 for batch in loader:
                     x, y = batch[0].to(device), batch[1].to(device)
                     opt.zero_grad(set_to_none=True)
+                    draws = snapshot_rng(device)
                     value = step_loss(x, y)
                     if not torch.isfinite(value):
-                        raise FloatingPointError(
-                            f"non-finite ELBO loss {float(value)} at epoch {bnnn.epoch}; the "
-                            "weights are those before this step"
+                        restore_rng(draws)  # the site search replays this step's draws
+                        where = watchdog.locate(
+                            inputs=x, pyro_program=(bnnn.model, bnnn.guide, (x, y), {})
+                        )
+                        raise NonFiniteError(
+                            "ELBO loss",
+                            step=step,
+                            epoch=bnnn.epoch,
+                            where=where,
+                            value=float(value),
                         )
                     value.backward()
+                    watchdog.check_gradients(step=step, epoch=bnnn.epoch)
                     opt.step()
+                    step += 1
                     loss_sum += float(value.detach())
                     steps += 1
                     if progress:
@@ -301,7 +314,12 @@ def fit(
                     "history": history.as_dict(),
                     "settings": _settings_payload(bnnn),
                 }
+                watchdog.check_state(step=step, epoch=bnnn.epoch, optimizer=opt)
                 save_checkpoint(checkpoint_path, payload, kind=CHECKPOINT_KIND)
+    except NonFiniteError as e:
+        kept = checkpoint_path is not None and Path(checkpoint_path).exists()
+        note = f"Last good checkpoint: {str(checkpoint_path)!r}." if kept else ""
+        raise e.with_note(note or "No checkpoint was written.") from None
     finally:
         bar.close()
         net.train(was_training)
