@@ -277,7 +277,7 @@ def fit(
                             step=step,
                             epoch=bnnn.epoch,
                             where=where,
-                            value=float(value),
+                            value=float(value.detach()),
                         )
                     value.backward()
                     watchdog.check_gradients(step=step, epoch=bnnn.epoch)
