@@ -267,3 +267,113 @@ def test_first_non_finite_site_names_the_pyro_site():
     assert first_non_finite_site(model, guide, torch.tensor(math.inf)) == (
         "Pyro site 'b' (guide value)"
     )
+
+
+# ----------------------------------------------------------------------------- BNNN
+
+
+class _HookedAdam(torch.optim.Adam):
+    """Adam that calls ``hook(n)`` after its n-th step (n = 1, 2, ...)."""
+
+    hook = staticmethod(lambda n: None)
+
+    def __init__(self, params, **kwargs):
+        super().__init__(params, lr=1e-2, **kwargs)
+        self.calls = 0
+
+    def step(self, closure=None):
+        out = super().step(closure)
+        self.calls += 1
+        type(self).hook(self.calls)
+        return out
+
+
+def _bnnn_run(tmp_path, hook, data=None, epochs=3):
+    from bayes_nest.infer.bnnn import BNNN
+
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    bnnn = BNNN(MLP(10, [16, 16], 3, groups=4))
+    files = []
+    path = tmp_path / "bnnn.ckpt"
+
+    class Opt(_HookedAdam):
+        pass
+
+    Opt.hook = staticmethod(lambda n: (hook(bnnn, n), files.append(_bytes(path))))
+    with pytest.raises(NonFiniteError) as info:
+        bnnn.fit(
+            data if data is not None else _data(),
+            epochs=epochs,
+            batch_size=BATCH,
+            seed=0,
+            progress=False,
+            optimizer=Opt,
+            checkpoint_path=path,
+        )
+    return bnnn, info.value, path
+
+
+def _bytes(path):
+    return path.read_bytes() if path.exists() else None
+
+
+def test_bnnn_nan_in_a_parameter_names_it_and_keeps_the_checkpoint(tmp_path):
+    good = {}
+
+    def poison(bnnn, n):
+        if n == STEPS:  # end of epoch 1: remember the checkpoint about to be written
+            good["params"] = _params(bnnn)
+        if n == STEPS + 1:
+            with torch.no_grad():
+                bnnn.model.net.hidden[1].affine.weight_loc[0, 0] = math.nan
+
+    bnnn, e, path = _bnnn_run(tmp_path, poison)
+    assert (e.quantity, e.step, e.epoch) == ("ELBO loss", STEPS + 1, 1)
+    assert e.where == "parameter 'model.net.hidden.1.affine.weight_loc'"
+    assert "Last good checkpoint" in str(e)
+    saved = load_checkpoint(path, kind="bnnn")
+    assert saved["epoch"] == 1
+    assert _same({k: v for k, v in saved["state_dict"].items()}, good["params"])
+
+
+def test_bnnn_nan_in_the_input_names_the_input_batch(tmp_path):
+    x, y = _data()
+    x[:, 3] = math.nan
+    _, e, path = _bnnn_run(tmp_path, lambda b, n: None, data=(x, y))
+    assert e.where == "input batch" and e.step == 0 and not path.exists()
+    assert "No checkpoint was written" in str(e)
+
+
+def test_bnnn_non_finite_gradient_stops_before_the_update(tmp_path):
+    seen = {}
+
+    def poison(grad):  # runs in the backward pass of the bad step, after the epoch-2 file
+        seen["file"] = (tmp_path / "bnnn.ckpt").read_bytes()
+        return grad * math.inf
+
+    def arm(bnnn, n):
+        if n == 2 * STEPS:  # the first step of epoch 3 gets an infinite gradient
+            seen["before"] = _params(bnnn)
+            bnnn.guide.vous[0].keep_logits.register_hook(poison)
+
+    bnnn, e, path = _bnnn_run(tmp_path, arm)
+    assert (e.quantity, e.step, e.epoch) == ("gradient", 2 * STEPS, 2)
+    assert e.where == "gradient of parameter 'guide.vous.0.keep_logits'"
+    assert _same(_params(bnnn), seen["before"])  # the optimizer never saw it
+    assert path.read_bytes() == seen["file"]  # the epoch-2 checkpoint, byte for byte
+    assert load_checkpoint(path, kind="bnnn")["epoch"] == 2
+
+
+def test_bnnn_site_search_names_the_mask_site():
+    from bayes_nest.infer.bnnn import BNNN
+
+    torch.manual_seed(0)
+    bnnn = BNNN(MLP(10, [16, 16], 3, groups=4))
+    x, y = _data()
+    dog = Watchdog(bnnn)
+    assert dog.locate(inputs=x, pyro_program=(bnnn.model, bnnn.guide, (x, y), {})) is None
+    with torch.no_grad():  # a keep logit of +inf: the guide's keep-count law is degenerate
+        bnnn.guide.vous[1].keep_logits[2] = math.inf
+    assert first_non_finite_site(bnnn.model, bnnn.guide, x, y) is not None
+    assert dog.locate(inputs=x) == "parameter 'guide.vous.1.keep_logits'"
