@@ -375,5 +375,11 @@ def test_bnnn_site_search_names_the_mask_site():
     assert dog.locate(inputs=x, pyro_program=(bnnn.model, bnnn.guide, (x, y), {})) is None
     with torch.no_grad():  # a keep logit of +inf: the guide's keep-count law is degenerate
         bnnn.guide.vous[1].keep_logits[2] = math.inf
-    assert first_non_finite_site(bnnn.model, bnnn.guide, x, y) is not None
-    assert dog.locate(inputs=x) == "parameter 'guide.vous.1.keep_logits'"
+    site = first_non_finite_site(bnnn.model, bnnn.guide, x, y)
+    assert site == "Pyro site 'hidden.1' (guide log density)"
+    assert dog.locate(inputs=x) == "parameter 'guide.vous.1.keep_logits'"  # parameters first
+    with torch.no_grad():
+        bnnn.guide.vous[1].keep_logits[2] = 0.0
+        bnnn.model.net.output.bias_loc[0] = math.nan  # the output layer's weight-KL factor
+    site = first_non_finite_site(bnnn.model, bnnn.guide, x, y)
+    assert site == "Pyro site 'output.weight_kl' (model log density)"
