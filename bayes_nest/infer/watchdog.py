@@ -6,8 +6,8 @@ three cheap checks that the trainers (:class:`~bayes_nest.infer.FN3Trainer` and 
 
 * :meth:`Watchdog.check_loss` -- the loss of a step, before its backward pass;
 * :meth:`Watchdog.check_gradients` -- after the backward pass and before the optimizer step;
-  one reduction per parameter into a float64 sum per device and a single host sync, so a bad
-  step never reaches the weights;
+  one sum per parameter, stacked and summed per device, and a single host sync, so a bad step
+  never reaches the weights;
 * :meth:`Watchdog.check_state` -- parameters, floating buffers and optimizer state, before a
   checkpoint is written, so a good checkpoint is never replaced by a bad state.
 
@@ -17,8 +17,8 @@ execution order: the first layer whose output is non-finite) or the sample sites
 model and guide (the first site whose value, log density or KL term is non-finite). The error,
 :class:`NonFiniteError`, names the step, the epoch and that place.
 
-A non-finite sum over finite gradients (overflow of a float64 sum, only possible for gradients
-near ``1e308``) is re-checked entry by entry, so the fast check has no false alarms.
+A non-finite sum over finite gradients (an overflowing sum of huge gradients) is re-checked entry
+by entry, so the fast check has no false alarms.
 """
 
 from __future__ import annotations
@@ -90,20 +90,22 @@ class NonFiniteError(FloatingPointError):
 
 
 def _all_finite(tensors: Iterable[torch.Tensor]) -> bool:
-    """Whether every entry of every tensor is finite: one float64 sum per device, one sync each.
+    """Whether every entry of every floating tensor is finite: one sum per tensor, one stacked
+    sum and one host sync per device.
 
-    NaN and infinities propagate into the sum; an overflowing sum of finite values is
-    re-checked tensor by tensor, so the answer is exact.
+    NaN and infinities propagate into the sums; a sum that overflows although every entry is
+    finite is re-checked tensor by tensor, so the answer is exact.
     """
-    totals: dict[torch.device, torch.Tensor] = {}
+    sums: dict[torch.device, list[torch.Tensor]] = {}
     checked: list[torch.Tensor] = []
     for t in tensors:
-        if not t.is_floating_point() and not t.is_complex():
+        if not t.is_floating_point():
             continue
         checked.append(t)
-        s = t.detach().sum(dtype=torch.float64 if t.is_floating_point() else None)
-        totals[t.device] = s if t.device not in totals else totals[t.device] + s
-    if all(bool(torch.isfinite(s).all()) for s in totals.values()):
+        low = t.dtype in (torch.float16, torch.bfloat16)
+        s = t.detach().sum(dtype=torch.float32 if low else None)
+        sums.setdefault(t.device, []).append(s if s.dtype == torch.float32 else s.float())
+    if all(bool(torch.isfinite(torch.stack(s).sum())) for s in sums.values()):
         return True
     return all(bool(torch.isfinite(t.detach()).all()) for t in checked)
 
