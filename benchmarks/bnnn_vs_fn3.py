@@ -57,9 +57,12 @@ from bayes_nest.infer.evaluate import predict_probs
 from bayes_nest.infer.fn3 import FN3Trainer
 from bayes_nest.models import MLP
 
-RESULTS = Path(__file__).resolve().parent / "results" / "bnnn_vs_fn3.json"
+RESULTS = Path(__file__).resolve().parent / "results"
 GROUPS, HIDDEN, LR, BATCH, SAMPLES, ENSEMBLE = 8, [128, 128], 3e-3, 128, 8, 5
 BNNN_KW = {"prior_keep_prob": 0.9, "init_keep_prob": 0.9, "kl_scale": 0.1}
+SCALE = False  # scale_by_keep_marginals at prediction
+EPOCHS = {"digits": 40, "mnist1d": 30}
+QUICK_EPOCHS = {"digits": 10, "mnist1d": 5}
 HELD_OUT = [8, 9]
 
 
@@ -117,25 +120,26 @@ def scores(probs_in, labels, probs_heldout, probs_noise) -> dict[str, float]:
     return row
 
 
-def run_one(dataset: str, seed: int, epochs: int, progress: bool) -> list[dict]:
+def evaluation_sets(dataset: str, seed: int, split: str = "test"):
+    """The in-distribution data and the three evaluation inputs of one split.
+
+    Returns ``(data, labels, (x_in, x_heldout, x_noise))``: ``split`` (``"test"`` or ``"val"``)
+    of the 8 kept classes, the held-out classes' examples of the same split, and Gaussian-noise
+    inputs with that split's per-feature mean and variance.
+    """
     bundle = load_dataset(dataset, seed=seed)
-    split = held_out_classes(bundle, HELD_OUT)
-    data, ood = split.in_distribution, split.ood
-    x_test, y_test = data.test
-    x_held = ood.test.x
-    x_noise = corrupt(x_test, "gaussian_noise", 1.0, seed=seed)
-    k, f = data.num_classes, data.num_features
-    sets = (x_test, x_held, x_noise)
-    rows = []
+    held = held_out_classes(bundle, HELD_OUT)
+    data = held.in_distribution
+    x_in, labels = getattr(data, split)
+    x_held = getattr(held.ood, split).x
+    x_noise = corrupt(x_in, "gaussian_noise", 1.0, seed=seed)
+    return data, labels, (x_in, x_held, x_noise)
 
-    def add(method, width, probs, train_seconds, epoch_seconds):
-        row = {"kind": "seed", "dataset": dataset, "seed": seed, "method": method, "width": width}
-        row.update(scores(probs[0], y_test, probs[1], probs[2]))
-        row.update(train_seconds=train_seconds, epoch_seconds=epoch_seconds)
-        rows.append(row)
 
+def train_fn3(data, seed: int, epochs: int) -> tuple[nn.Module, float, float]:
+    """FN3 with geometric ordered dropout; returns the network, total and median epoch seconds."""
     torch.manual_seed(seed)
-    net = MLP(f, HIDDEN, k, groups=GROUPS)
+    net = MLP(data.num_features, HIDDEN, data.num_classes, groups=GROUPS)
     trainer = FN3Trainer(
         net,
         optimizer=lambda p: torch.optim.Adam(p, lr=LR),
@@ -146,25 +150,50 @@ def run_one(dataset: str, seed: int, epochs: int, progress: bool) -> list[dict]:
     )
     start = time.perf_counter()
     history = trainer.fit(data.train, epochs=epochs)
-    fn3_time, fn3_epoch = time.perf_counter() - start, statistics.median(history.seconds)
-    for n, config in width_configs(net):
-        add("fn3", n, [predict_probs(net, x, config) for x in sets], fn3_time, fn3_epoch)
+    return net, time.perf_counter() - start, statistics.median(history.seconds)
 
+
+def train_bnnn(data, seed: int, epochs: int, progress: bool = False, **overrides):
+    """BNNN with ``BNNN_KW`` (updated by ``overrides``; ``lr`` sets Adam's learning rate)."""
+    kw = {**BNNN_KW, **overrides}
+    lr = kw.pop("lr", LR)
     torch.manual_seed(seed)
-    bnnn = BNNN(MLP(f, HIDDEN, k, groups=GROUPS), **BNNN_KW)
+    bnnn = BNNN(MLP(data.num_features, HIDDEN, data.num_classes, groups=GROUPS), **kw)
     start = time.perf_counter()
     history = bnnn.fit(
         data.train,
         epochs=epochs,
-        optimizer=pyro.optim.Adam({"lr": LR}),
+        optimizer=pyro.optim.Adam({"lr": lr}),
         batch_size=BATCH,
         seed=seed,
         progress=progress,
     )
-    bnnn_time, bnnn_epoch = time.perf_counter() - start, statistics.median(history.seconds)
+    return bnnn, time.perf_counter() - start, statistics.median(history.seconds)
+
+
+def bnnn_probs(bnnn, x: torch.Tensor, config, samples: int = SAMPLES, scale: bool = SCALE):
+    """Posterior predictive of one sub-network (``samples`` draws)."""
+    return bnnn.predict(x, config=config, num_samples=samples, scale_by_keep_marginals=scale)
+
+
+def run_one(dataset: str, seed: int, epochs: int, progress: bool) -> list[dict]:
+    data, y_test, sets = evaluation_sets(dataset, seed, "test")
+    k, f = data.num_classes, data.num_features
+    rows = []
+
+    def add(method, width, probs, train_seconds, epoch_seconds):
+        row = {"kind": "seed", "dataset": dataset, "seed": seed, "method": method, "width": width}
+        row.update(scores(probs[0], y_test, probs[1], probs[2]))
+        row.update(train_seconds=train_seconds, epoch_seconds=epoch_seconds)
+        rows.append(row)
+
+    net, fn3_time, fn3_epoch = train_fn3(data, seed, epochs)
+    for n, config in width_configs(net):
+        add("fn3", n, [predict_probs(net, x, config) for x in sets], fn3_time, fn3_epoch)
+
+    bnnn, bnnn_time, bnnn_epoch = train_bnnn(data, seed, epochs, progress)
     for n, config in width_configs(bnnn.net):
-        probs = [bnnn.predict(x, config=config, num_samples=SAMPLES) for x in sets]
-        add("bnnn", n, probs, bnnn_time, bnnn_epoch)
+        add("bnnn", n, [bnnn_probs(bnnn, x, config) for x in sets], bnnn_time, bnnn_epoch)
 
     torch.manual_seed(seed)
     dropout = plain_mlp(f, k, dropout=0.1)
@@ -310,7 +339,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     seeds = [0] if args.quick else [0, 1, 2, 3, 4]
-    epochs = {"digits": 10, "mnist1d": 5} if args.quick else {"digits": 40, "mnist1d": 30}
+    epochs = QUICK_EPOCHS if args.quick else EPOCHS
     rows = []
     for dataset, n_epochs in epochs.items():
         for seed in seeds:
@@ -347,14 +376,20 @@ def main() -> None:
         "optimizer": f"Adam lr={LR}",
         "batch_size": BATCH,
         "held_out_classes": HELD_OUT,
-        "bnnn": {**BNNN_KW, "loss": "mean_field", "predict_samples": SAMPLES},
+        "bnnn": {
+            **BNNN_KW,
+            "loss": "mean_field",
+            "predict_samples": SAMPLES,
+            "scale_by_keep_marginals": SCALE,
+        },
         "fn3": {"keep_prob": 0.9, "distribution": "geometric"},
         "mc_dropout": {"p": 0.1, "samples": SAMPLES},
         "ensemble_size": ENSEMBLE,
         "ood_score": "predictive entropy",
         "torch_threads": 1,
     }
-    path = write_result(RESULTS, "bnnn_vs_fn3", config, rows + table, summary)
+    name = "bnnn_vs_fn3_quick" if args.quick else "bnnn_vs_fn3"
+    path = write_result(RESULTS / f"{name}.json", name, config, rows + table, summary)
     print(f"wrote {path}", file=sys.stderr)
 
 

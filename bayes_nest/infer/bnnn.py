@@ -40,6 +40,10 @@ Both programs are :class:`~pyro.nn.PyroModule` s (``BNNN.model`` and ``BNNN.guid
 work with ``pyro.infer.SVI``, ``pyro.infer.Predictive`` and with
 ``pyro.settings.set(module_local_params=True)`` (``Trace_ELBO()(bnnn.model, bnnn.guide)`` is then
 an ``nn.Module`` whose ``parameters()`` are all of the BNNN's).
+
+The programs are the definition of the objective. :meth:`BNNN.fit` evaluates the mean-field loss
+with :func:`~bayes_nest.infer.bnnn_loss.mean_field_loss`, which computes the same terms from the
+same random draws without tracing the programs at every step.
 """
 
 from __future__ import annotations

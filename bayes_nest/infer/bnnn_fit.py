@@ -1,13 +1,17 @@
 r"""Training a :class:`~bayes_nest.infer.bnnn.BNNN` by stochastic variational inference.
 
 Every step draws one mask per axis from the guide, replays it into the model and takes an
-optimizer step on the ELBO's differentiable loss (``TraceMeanField_ELBO`` with the registered
-closed-form keep-count KL, or ``Trace_ELBO``). The optimizer is built from a Pyro optimizer's
-constructor and arguments (default ``pyro.optim.Adam({"lr": 1e-3})``) as one torch optimizer
-over all of the BNNN's parameters: the same update as ``pyro.infer.SVI`` with that optimizer, with
-state that checkpoints cleanly and without the global parameter store (so
-``module_local_params=True`` works too). Argument validation is switched off inside the loop
-(``pyro.validation_enabled(False)``), which is measurably faster.
+optimizer step on the ELBO's differentiable loss: ``TraceMeanField_ELBO`` with the registered
+closed-form keep-count KL (``loss="mean_field"``, the default), or ``Trace_ELBO``
+(``loss="trace"``). The mean-field loss is evaluated by
+:func:`~bayes_nest.infer.bnnn_loss.mean_field_loss`, which computes exactly
+``TraceMeanField_ELBO``'s terms from the same random draws (value and gradients, tested) without
+tracing the two programs at every step; ``Trace_ELBO`` runs through Pyro with argument
+validation switched off (``pyro.validation_enabled(False)``). The optimizer is built from a Pyro
+optimizer's constructor and arguments (default ``pyro.optim.Adam({"lr": 1e-3})``) as one torch
+optimizer over all of the BNNN's parameters: the same update as ``pyro.infer.SVI`` with that
+optimizer, with state that checkpoints cleanly and without the global parameter store (so
+``module_local_params=True`` works too).
 """
 
 from __future__ import annotations
@@ -163,7 +167,8 @@ def fit(
         Default ``pyro.optim.Adam({"lr": 1e-3})``; or a factory ``params -> torch optimizer``.
         Kept on the BNNN, so a second ``fit`` call continues with the same optimizer state.
     loss : {"mean_field", "trace"}
-        ``TraceMeanField_ELBO`` (closed-form keep-count KL, default) or ``Trace_ELBO``.
+        ``TraceMeanField_ELBO`` (closed-form keep-count KL, default; computed directly by
+        :func:`~bayes_nest.infer.bnnn_loss.mean_field_loss`) or ``Trace_ELBO`` (through Pyro).
     num_particles : int
         Samples per ELBO estimate.
     batch_size : int
