@@ -201,6 +201,11 @@ def test_fast_check_has_no_false_alarm_on_huge_finite_gradients():
     net.bias.grad[2] = -math.inf
     with pytest.raises(NonFiniteError, match="gradient of parameter 'bias'"):
         Watchdog(net).check_gradients(step=5, epoch=1)
+    for dtype, big in ((torch.float32, 3e38), (torch.float16, 6e4), (torch.bfloat16, 3e38)):
+        net = nn.Linear(8, 8).to(dtype)
+        for p in net.parameters():
+            p.grad = torch.full_like(p, big)  # sums overflow the dtype; entries are finite
+        Watchdog(net).check_gradients(step=0, epoch=0)
 
 
 def test_parameters_without_gradients_are_skipped_and_counts_reported():

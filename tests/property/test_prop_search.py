@@ -8,7 +8,7 @@ import itertools
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from property_testing import examples
 from torch import nn
@@ -86,6 +86,8 @@ def test_json_round_trip_keeps_every_answer(front, budget):
 
 @examples(20)
 @given(fronts(), st.one_of(st.just(math.nan), st.text(max_size=3), st.none(), st.just([1.0])))
+@example(Front([Point({"a": 0}, 0.0, 0.0)]), "0")  # float("0") used to accept text
+@example(Front([]), "0")
 def test_a_budget_that_is_not_a_number_is_rejected(front, budget):
     with pytest.raises((TypeError, ValueError), match="budget"):
         front.best(budget)
