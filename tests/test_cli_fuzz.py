@@ -214,20 +214,22 @@ def test_malformed_data_file_for_a_trained_model(ws, capsys, name):
     expect_error(capsys, ws, [*argv, "--json", ws / "precious.out", "--force"], path.name)
 
 
-def test_data_paths_that_are_not_files(ws, capsys):
+@pytest.mark.parametrize("data", ["cases/folder.npz", "cases/missing.npz", "cifar100", ""])
+def test_data_paths_that_are_not_files(ws, capsys, data):
     (ws / "cases" / "folder.npz").mkdir(exist_ok=True)
-    for data in (ws / "cases" / "folder.npz", ws / "cases" / "missing.npz", "cifar100", ""):
-        expect_error(capsys, ws, ["fit", "--data", data, *TINY, "--out", ws / "cases" / "m"])
+    data = ws / data if data.startswith("cases") else data
+    expect_error(capsys, ws, ["fit", "--data", data, *TINY, "--out", ws / "cases" / "m"])
 
 
-def test_wrong_shapes_and_classes_for_a_trained_model(ws, capsys):
-    path = ws / "cases" / "narrow.npz"
-    path.write_bytes(_npz(x=X[:, :10], y=Y)(ws))
+@pytest.mark.parametrize(
+    "name, x, y, needles",
+    [("narrow", X[:, :10], Y, ("(10,)", "(64,)")), ("more-classes", X, np.arange(90) % 5, ())],
+)
+def test_wrong_shapes_and_classes_for_a_trained_model(ws, capsys, name, x, y, needles):
+    path = ws / "cases" / f"{name}.npz"
+    path.write_bytes(_npz(x=x, y=y)(ws))
     argv = ["evaluate", ws / "fn3.model", "--data", path, "--split", "all"]
-    expect_error(capsys, ws, argv, "(10,)", "(64,)")
-    path = ws / "cases" / "more-classes.npz"
-    path.write_bytes(_npz(x=X, y=np.arange(90) % 5)(ws))
-    expect_error(capsys, ws, ["evaluate", ws / "fn3.model", "--data", path, "--split", "all"])
+    expect_error(capsys, ws, argv, *needles)
 
 
 # ----------------------------------------------------------------------------- model files
@@ -335,10 +337,10 @@ def test_malformed_model_file(ws, capsys, name, command):
     assert path.name in err  # the message names the file
 
 
-def test_model_path_that_is_a_folder_or_missing(ws, capsys):
-    for path in (ws / "cases", ws / "cases" / "none.model"):
-        for command in COMMANDS.values():
-            expect_error(capsys, ws, command(ws, path))
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize("path", ["cases", "cases/none.model"])
+def test_model_path_that_is_a_folder_or_missing(ws, capsys, path, command):
+    expect_error(capsys, ws, COMMANDS[command](ws, ws / path))
 
 
 # ----------------------------------------------------------------------------- config files
