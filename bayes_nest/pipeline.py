@@ -23,7 +23,6 @@ Examples
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,13 +33,26 @@ import torch
 from torch import nn
 
 from .data import DataBundle
-from .infer import fit_fn3, predict_probs
+from .infer import predict_probs
 from .infer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .infer.distributed import DistContext
 from .models import MLP, VGG, ConvNet, ResNet, ResNeXt
+from .pipeline_train import (
+    BNNN_DEFAULTS,
+    FN3_DEFAULTS,
+    make_bnnn,
+    train_bnnn,
+    train_fn3,
+    training_device,
+    training_options,
+    warm_start,
+)
 from .subnet import CostModel, validate_config
 
 __all__ = [
+    "BNNN_DEFAULTS",
     "CHECKPOINT_KIND",
+    "FN3_DEFAULTS",
     "METHODS",
     "MODELS",
     "ModelSpec",
@@ -250,40 +262,6 @@ def _plain(obj: Any) -> Any:
 
 # ----------------------------------------------------------------------------- training
 
-FN3_DEFAULTS = {
-    "epochs": 30,
-    "batch_size": 128,
-    "lr": 3e-3,
-    "weight_decay": 0.0,
-    "keep_prob": 0.9,
-    "distribution": "geometric",
-    "sandwich": "full",
-    "seed": 0,
-}
-BNNN_DEFAULTS = {
-    "epochs": 100,
-    "batch_size": 128,
-    "lr": 3e-3,
-    "keep_prob": 0.95,
-    "init_keep_prob": 0.95,
-    "temperature": 0.5,
-    "prior_scale": 1.0,
-    "kl_scale": 1.0,
-    "predict_samples": 16,
-    "seed": 0,
-}
-
-
-def _options(method: str, given: Mapping[str, Any]) -> dict[str, Any]:
-    defaults = FN3_DEFAULTS if method == "fn3" else BNNN_DEFAULTS
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ValueError(
-            f"unknown training option {unknown[0]!r} for method {method!r}; "
-            f"options: {sorted(defaults)}"
-        )
-    return {**defaults, **{k: v for k, v in given.items() if v is not None}}
-
 
 def fit(
     spec: ModelSpec,
@@ -293,6 +271,11 @@ def fit(
     progress: bool = True,
     data_info: Mapping[str, Any] | None = None,
     init: TrainedModel | None = None,
+    device: torch.device | str | None = None,
+    ctx: DistContext | None = None,
+    amp: bool | str = False,
+    checkpoint_path: str | os.PathLike | None = None,
+    resume: bool = False,
     **options: Any,
 ) -> TrainedModel:
     """Build ``spec`` for ``bundle`` and train it on ``bundle.train`` with ``method``.
@@ -304,7 +287,7 @@ def fit(
         Standardized data; its statistics are stored with the model.
     method : {"fn3", "bnnn"}
     progress : bool
-        Progress bar during training.
+        Progress bar during training (rank 0 only in a data-parallel job).
     data_info : mapping, optional
         How the data were loaded (``source``, ``seed``, ``val_fraction``, ``test_fraction``,
         ...; the keyword arguments of `load_data`), stored so that `data_for` can
@@ -312,20 +295,44 @@ def fit(
     init : TrainedModel, optional
         Start from this model's weights (same spec and data shapes), e.g. a BNNN whose
         posterior means start at a trained FN3 network.
+    device : torch.device or str, optional
+        Where to train in one process (default the CPU); the trained model is returned on
+        the CPU.
+    ctx : DistContext, optional
+        Train on every rank of a data-parallel job (from
+        `bayes_nest.infer.distributed.setup`; call `fit` on every rank), on ``ctx.device``;
+        ``batch_size`` is then the global batch. FN3 in one process reads the data in the
+        same order, so both give the same network (see `bayes_nest.pipeline_train`).
+    amp : bool or {"float16", "bfloat16"}
+        Mixed precision (FN3 on CUDA only; ``True`` means float16).
+    checkpoint_path : path, optional
+        Training checkpoint written after every epoch (by rank 0 in a job).
+    resume : bool
+        Continue from ``checkpoint_path`` when it exists.
     **options
         Training options; FN3: ``epochs``, ``batch_size``, ``lr``, ``weight_decay``,
         ``keep_prob``, ``distribution``, ``sandwich``, ``seed`` (defaults in
         `FN3_DEFAULTS`); BNNN: `BNNN_DEFAULTS`.
+
+    Returns
+    -------
+    TrainedModel
+        On the CPU; ``options["processes"]`` records the number of processes that trained it.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     if not isinstance(bundle, DataBundle):
         raise TypeError(f"bundle must be a DataBundle, got {type(bundle).__name__}")
-    opts = _options(method, options)
+    opts = training_options(method, options)
+    dev = training_device(device, ctx)
+    if amp and method != "fn3":
+        raise ValueError(f"amp={amp!r}: mixed precision is offered for FN3 training only")
+    if resume and checkpoint_path is None:
+        raise ValueError("resume=True needs a checkpoint_path")
     torch.manual_seed(int(opts["seed"]))
     module = build_model(spec, bundle.input_shape, bundle.num_classes)
     if init is not None:
-        _warm_start(module, init, spec, bundle)
+        warm_start(module, init, spec, bundle)
     model = TrainedModel(
         method=method,
         spec=spec,
@@ -338,46 +345,21 @@ def fit(
         options=opts,
         data=dict(data_info) if data_info else {"source": bundle.name, "seed": bundle.seed},
     )
+    job = {
+        "ctx": ctx,
+        "device": dev,
+        "progress": progress,
+        "checkpoint_path": checkpoint_path,
+        "resume": resume,
+    }
     if method == "fn3":
-        optimizer = functools.partial(
-            torch.optim.Adam, lr=float(opts["lr"]), weight_decay=float(opts["weight_decay"])
-        )
-        history = fit_fn3(
-            module,
-            bundle.train,
-            epochs=int(opts["epochs"]),
-            optimizer=optimizer,
-            keep_prob=float(opts["keep_prob"]),
-            distribution=opts["distribution"],
-            sandwich=opts["sandwich"],
-            val=bundle.val,
-            batch_size=int(opts["batch_size"]),
-            seed=int(opts["seed"]),
-            progress=progress,
-        )
-        model.history = history.as_dict()
+        model.history = train_fn3(module, bundle, opts, amp=amp, **job)
     else:
-        model.bnnn, model.history = _bnnn_fit(module, bundle, opts, progress)
-    module.eval()
+        model.bnnn, model.history = train_bnnn(module, bundle, opts, **job)
+        model.bnnn.cpu()
+    module.cpu().eval()
+    model.options = {**opts, "processes": 1 if ctx is None else ctx.world_size}
     return model
-
-
-def _warm_start(module: nn.Module, init: TrainedModel, spec: ModelSpec, bundle: DataBundle):
-    if not isinstance(init, TrainedModel) or init.method != "fn3":
-        raise ValueError("init must be a trained FN3 model (method 'fn3')")
-    same = (init.spec.name, init.spec.options, init.input_shape, init.num_classes) == (
-        spec.name,
-        spec.options,
-        tuple(bundle.input_shape),
-        bundle.num_classes,
-    )
-    if not same:
-        raise ValueError(
-            f"init model ({init.spec.name} {init.spec.options}, input {init.input_shape}, "
-            f"{init.num_classes} classes) does not match ({spec.name} {spec.options}, input "
-            f"{tuple(bundle.input_shape)}, {bundle.num_classes} classes)"
-        )
-    module.load_state_dict(init.module.state_dict())
 
 
 def load_model(path: str | os.PathLike) -> TrainedModel:
@@ -428,36 +410,8 @@ def load_model(path: str | os.PathLike) -> TrainedModel:
 # ----------------------------------------------------------------------------- BNNN glue
 
 
-def _bnnn(module: nn.Module, opts: Mapping[str, Any]) -> Any:
-    from .infer.bnnn import BNNN
-
-    return BNNN(
-        module,
-        prior_keep_prob=float(opts["keep_prob"]),
-        init_keep_prob=float(opts["init_keep_prob"]),
-        temperature=float(opts["temperature"]),
-        prior_scale=opts["prior_scale"],
-        kl_scale=float(opts["kl_scale"]),
-    )
-
-
-def _bnnn_fit(module: nn.Module, bundle: DataBundle, opts: dict, progress: bool):
-    bnnn = _bnnn(module, opts)
-    optimizer = functools.partial(torch.optim.Adam, lr=float(opts["lr"]))
-    history = bnnn.fit(
-        bundle.train,
-        epochs=int(opts["epochs"]),
-        optimizer=optimizer,
-        batch_size=int(opts["batch_size"]),
-        val=bundle.val,
-        progress=progress,
-        seed=int(opts["seed"]),
-    )
-    return bnnn, history.as_dict()
-
-
 def _bnnn_restore(module: nn.Module, opts: dict, state: dict):
-    bnnn = _bnnn(module, {**BNNN_DEFAULTS, **opts})
+    bnnn = make_bnnn(module, {**BNNN_DEFAULTS, **opts})
     bnnn.load_state_dict(state)
     return bnnn
 
