@@ -89,6 +89,9 @@ class NonFiniteError(FloatingPointError):
         )
 
 
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
 def _all_finite(tensors: Iterable[torch.Tensor]) -> bool:
     """Whether every entry of every floating tensor is finite: one sum per tensor, one stacked
     sum and one host sync per device.
@@ -96,18 +99,17 @@ def _all_finite(tensors: Iterable[torch.Tensor]) -> bool:
     NaN and infinities propagate into the sums; a sum that overflows although every entry is
     finite is re-checked tensor by tensor, so the answer is exact.
     """
-    sums: dict[torch.device, list[torch.Tensor]] = {}
-    checked: list[torch.Tensor] = []
-    for t in tensors:
-        if not t.is_floating_point():
-            continue
-        checked.append(t)
-        low = t.dtype in (torch.float16, torch.bfloat16)
-        s = t.detach().sum(dtype=torch.float32 if low else None)
-        sums.setdefault(t.device, []).append(s if s.dtype == torch.float32 else s.float())
-    if all(bool(torch.isfinite(torch.stack(s).sum())) for s in sums.values()):
-        return True
-    return all(bool(torch.isfinite(t.detach()).all()) for t in checked)
+    with torch.no_grad():
+        floats = [t for t in tensors if t.is_floating_point()]
+        devices = {t.device for t in floats}
+        for device in devices:
+            group = floats if len(devices) == 1 else [t for t in floats if t.device == device]
+            sums = [
+                t.sum(dtype=torch.float32) if t.dtype in _LOW_PRECISION else t.sum() for t in group
+            ]
+            if not bool(torch.isfinite(torch.stack(sums).sum())):
+                return all(bool(torch.isfinite(t).all()) for t in floats)
+    return True
 
 
 def _non_finite(t: Any) -> bool:
