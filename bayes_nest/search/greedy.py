@@ -190,14 +190,15 @@ def greedy(
     if direction in ("up", "both"):
         walks.append((True, space.check(start if start is not None else space.smallest())))
     total = sum(_n_steps(space, config, steps, up) for up, config in walks)
-    until = None
+    bounds = {False: None, True: None}
     if direction == "both":  # the walks meet halfway in cost
-        until = 0.5 * (cached.cost(space.full()) + cached.cost(space.smallest()))
+        middle = 0.5 * (cached.cost(space.smallest()) + cached.cost(space.full()))
+        bounds = {False: middle, True: middle}
         total = total // 2
     bar = tqdm(total=total, disable=not progress, desc="greedy search")
     paths = {}
     for up, config in walks:
-        paths["up" if up else "down"] = _walk(space, cached, config, steps, k, up, bar, until)
+        paths["up" if up else "down"] = _walk(space, cached, config, steps, k, up, bar, bounds[up])
     bar.close()
     info = {
         "search": "greedy",

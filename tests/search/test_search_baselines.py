@@ -88,3 +88,9 @@ def test_evolutionary_default_budgets_and_errors():
 def test_axes_are_those_of_the_module():
     front = exhaustive(MLP(4, [8], 2, groups=2), _score, cost=_blocks, progress=False)
     assert {tuple(p.config) for p in front} == {tuple(axes(MLP(4, [8], 2, groups=2)))}
+
+
+def test_evolutionary_tight_budget_starts_from_the_smallest_network():
+    net = _net()
+    front = evolutionary(net, _score, cost=_blocks, evaluations=5, budgets=[3.0], progress=False)
+    assert front.best(3.0).config == {name: 1 for name in axes(net)}
