@@ -112,16 +112,14 @@ class BNNNModel(PyroModule):
         The masks are set on the axis owners for this call only (previous masks restored).
         """
         previous = [owner.mask for _, owner in self._owners]
-        # ``mask`` is a plain attribute: set through __dict__, skipping nn.Module.__setattr__
-        # (which only special-cases parameters, buffers and submodules) on this hot path.
         try:
             for name, owner in self._owners:
                 if name in masks:
-                    owner.__dict__["mask"] = masks[name]
+                    owner.mask = masks[name]
             logits = self.net(x)
         finally:
             for (_, owner), mask in zip(self._owners, previous, strict=True):
-                owner.__dict__["mask"] = mask
+                owner.mask = mask
         if logits.dim() != 2:
             raise ValueError(f"the network must return logits (B, K), got {tuple(logits.shape)}")
         return logits
