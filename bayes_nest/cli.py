@@ -17,6 +17,7 @@ from typing import Any
 
 from . import __version__
 from . import _cli_options as opt
+from ._cli_fit import JobError, Reported, add_launch_options, job_rank, report_error
 
 __all__ = ["build_parser", "main"]
 
@@ -82,10 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
         "fit",
         "train a nested network (FN3 or BNNN) and save it",
         "bayes-nest fit --data digits --model mlp --hidden 128,128 --method bnnn "
-        "--epochs 40 --out bnnn.ckpt\nbayes-nest fit --config fit.toml --out fn3.ckpt",
+        "--epochs 40 --out bnnn.ckpt\nbayes-nest fit --config fit.toml --out fn3.ckpt\n"
+        "torchrun --standalone --nproc-per-node 2 -m bayes_nest.cli fit --data digits "
+        "--batch-size 128 --checkpoint fn3.train --resume --out fn3.ckpt",
         [common],
     )
     opt.add_fit_options(p)
+    add_launch_options(p)
 
     p = _command(
         sub,
@@ -159,28 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fit(args: argparse.Namespace) -> None:
-    from .pipeline import fit, load_model
+    from ._cli_fit import run_fit
 
-    settings = opt.fit_settings(args)
-    from .outputs import check_output
-    from .workflow import load_data
-
-    check_output(settings["out"], settings["force"])
-    spec, method, train, data_info = settings["spec"], settings["method"], *settings["rest"]
-    bundle = load_data(settings["data"], flat=spec.flat, **data_info)
-    init = load_model(settings["init_from"]) if settings.get("init_from") else None
-    info = {"source": str(settings["data"]), **data_info}
-    model = fit(
-        spec, bundle, method, progress=not args.no_progress, data_info=info, init=init, **train
-    )
-    model.save(settings["out"])
-    h = model.history
-    val = h.get("val_accuracy", [float("nan")])[-1] if h.get("val_accuracy") else float("nan")
-    print(
-        f"trained {method} {spec.name} for {train.get('epochs', '?')} epochs on "
-        f"{bundle.name} ({len(bundle.train.y)} examples); validation accuracy {val:.4f}; "
-        f"saved to {settings['out']}"
-    )
+    run_fit(args)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -360,25 +345,33 @@ def main(argv: Sequence[str] | None = None) -> int:
                 torch.set_num_threads(threads)
             COMMANDS[args.command](args)
         return 0
+    except Reported as e:  # a data-parallel job's error, reported by rank 0
+        return e.code
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        if job_rank() == 0:
+            print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except SystemExit as e:  # --help, --version
         return int(e.code or 0) if isinstance(e.code, int) else 0
-    except (UsageError, *USER_ERRORS) as e:
+    except Exception as e:
         if debug:
             raise
-        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
-        return 2
-    except Exception as e:  # a bug, not bad input: still one line, exit 1
-        if debug:
-            raise
-        print(
-            f"{PROG}: internal error: {type(e).__name__}: {_one_line(e)} (rerun with --debug "
-            "for the traceback)",
-            file=sys.stderr,
-        )
-        return 1
+        code, message = describe_error(e)
+        report_error(f"{PROG}: {message}")
+        return code
+
+
+def describe_error(error: BaseException) -> tuple[int, str]:
+    """Exit status and one-line message (after ``bayes-nest: ``) of an error: 2 for bad input,
+    1 for an internal error (a bug)."""
+    if isinstance(error, JobError):
+        return error.code, str(error)
+    if isinstance(error, (UsageError, *USER_ERRORS)):
+        return 2, f"error: {_one_line(error)}"
+    return 1, (
+        f"internal error: {type(error).__name__}: {_one_line(error)} (rerun with --debug "
+        "for the traceback)"
+    )
 
 
 def _one_line(error: BaseException) -> str:
@@ -392,6 +385,8 @@ def _one_line(error: BaseException) -> str:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if job_rank() != 0:  # one copy of each warning, from rank 0
+        return
     print(f"{PROG}: warning: {_one_line(Warning(str(message)))}", file=sys.stderr)
 
 
