@@ -16,17 +16,20 @@ from .ordered_dropout import (
     keep_count_probs,
 )
 from .vou import ExponentialTemperature, VariationalOrderingUnit
+from .watchdog import NonFiniteError, Watchdog
 
 __all__ = [
     "BNNN",
     "BNNNHistory",
     "ExponentialTemperature",
     "VariationalOrderingUnit",
+    "Watchdog",
     "COUPLING",
     "DISTRIBUTIONS",
     "DistributedFN3Trainer",
     "FN3Trainer",
     "History",
+    "NonFiniteError",
     "NonFiniteLossError",
     "OrderedDropout",
     "conditional_keep_probs",
