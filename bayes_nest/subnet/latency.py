@@ -3,15 +3,16 @@ r"""Measured latency as a cost model: per-layer timings on this machine, interpo
 Analytic MACs are a proxy; what a deployment cares about is time on *its* hardware. A
 :class:`LatencyTable` times every convolution and linear layer of a nested model (with its
 batch-norm and activation: the plain layers :func:`~bayes_nest.subnet.export` produces) at a grid
-of input and output widths, on the user's own machine, with warm-up runs, a fixed number of
-threads and the median of repeated runs. The latency of a sub-network is then
+of input and output widths, and every other leaf module it calls (pooling, plain normalisation
+and activation modules) at a grid of input widths, on the user's own machine, with warm-up runs,
+a fixed number of threads and the median of repeated runs. The latency of a sub-network is then
 
 .. math:: T(c) = \sum_{\ell \text{ run in } c} \hat t_\ell(d^{in}_\ell, d^{out}_\ell) + T_0,
 
 with :math:`\hat t_\ell` bilinear interpolation of layer :math:`\ell`'s table at the widths it has
 in config :math:`c` (found by tracing, like the analytic costs; dropped residual blocks cost
-nothing) and :math:`T_0` a constant for everything not timed per layer (pooling, residual adds,
-framework overhead), fitted as the median gap between measured end-to-end latencies of a few
+nothing) and :math:`T_0` a constant for everything not timed per module (functional operations
+in ``forward`` such as residual adds and global pooling, framework overhead), fitted as the median gap between measured end-to-end latencies of a few
 exported sub-networks and the summed layer times. Because the network is nested, the table is
 small: one row per (layer, width level), not per architecture.
 
@@ -22,6 +23,7 @@ compares predictions with end-to-end measurements.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import platform
@@ -35,6 +37,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..nn.axis import NestedModule
 from ..nn.bayesian import BayesianConv2d, BayesianLinear
 from ..nn.width import _NestedWidth
 from ._trace import check_input_shape, trace
@@ -97,16 +100,42 @@ def measure_latency(
     return statistics.median(times)
 
 
-def _sites(module: nn.Module, config: Mapping[str, int], input_shape) -> dict[str, dict]:
-    """Timed layers run by ``config``: path -> kind, widths, spatial input size, extras."""
+def _sites(
+    module: nn.Module, config: Mapping[str, int], input_shape
+) -> tuple[dict[str, dict], dict[str, nn.Module]]:
+    """Timed operations run by ``config``: site key -> description, and site key -> module.
+
+    Sites are convolution and linear layers (with the batch-norm and activation of their width
+    layer) and every other leaf module called on a tensor (pooling, plain normalisation,
+    activations), keyed by module path (``path#k`` for the ``k``-th call of a module).
+    """
     out: dict[str, dict] = {}
+    modules: dict[str, nn.Module] = {}
     owners = {id(m.affine): m for m in module.modules() if isinstance(m, _NestedWidth)}
+    inner = {id(m.norm) for m in module.modules() if isinstance(m, _NestedWidth)}
+    calls_seen: dict[int, int] = {}
     for call in trace(module, config, input_shape=input_shape).calls:
         m = call.module
+        k = calls_seen.get(id(m), 0)
+        calls_seen[id(m)] = k + 1
+        key = call.path if k == 0 else f"{call.path}#{k}"
+        if call.output_shape is None or not call.input_shapes:
+            continue
         kind = "conv" if isinstance(m, nn.Conv2d | BayesianConv2d) else None
         if isinstance(m, nn.Linear | BayesianLinear):
             kind = "linear"
-        if kind is None or call.output_shape is None:
+        if kind is None:
+            leaf = next(iter(m.children()), None) is None
+            if leaf and not isinstance(m, NestedModule) and id(m) not in inner:
+                shape = call.input_shape
+                out[key] = {
+                    "kind": "op",
+                    "op": type(m).__name__,
+                    "in": shape[1],
+                    "out": 0,
+                    "spatial": list(shape[2:]),
+                }
+                modules[key] = m
             continue
         dim = 1 if kind == "conv" else -1
         owner = owners.get(id(m))
@@ -125,8 +154,9 @@ def _sites(module: nn.Module, config: Mapping[str, int], input_shape) -> dict[st
                 padding=_pair(m.padding),
                 dilation=_pair(m.dilation),
             )
-        out.setdefault(call.path, site)
-    return out
+        out[key] = site
+        modules[key] = m
+    return out, modules
 
 
 def _activation_name(owner: nn.Module | None) -> str | None:
@@ -172,6 +202,14 @@ def _layer(site: Mapping[str, Any], d_in: int, d_out: int) -> nn.Module:
         act = getattr(nn, site["act"], None)
         parts.append(act() if isinstance(act, type) else nn.ReLU())
     return nn.Sequential(*parts).eval()
+
+
+def _op(module: nn.Module, channels: int) -> nn.Module:
+    """A copy of a parameter-free (or fixed-size) leaf module to time at ``channels``."""
+    op = copy.deepcopy(module).eval()
+    if channels != getattr(module, "num_features", channels):
+        raise ValueError(f"cannot time {type(module).__name__} at {channels} channels")
+    return op
 
 
 def _levels(low: int, high: int, n: int) -> list[int]:
@@ -270,8 +308,8 @@ class LatencyTable:
         _check_int(levels, "levels")
         _check_int(batch_size, "batch_size")
         _check_int(threads, "threads")
-        big = _sites(module, full(module), shape)
-        small = _sites(module, smallest(module), shape)
+        big, live = _sites(module, full(module), shape)
+        small, _ = _sites(module, smallest(module), shape)
         sites: dict[str, dict] = {}
         for path, site in big.items():
             low = small.get(path, {"in": 1, "out": 1})
@@ -281,15 +319,18 @@ class LatencyTable:
             sites[path] = site
         total = sum(len(s["in_levels"]) * len(s["out_levels"]) for s in sites.values())
         bar = tqdm(total=total, disable=not progress, desc="timing layers")
-        for site in sites.values():
+        for path, site in sites.items():
             spatial = tuple(site["spatial"])
             seconds = []
             for d_in in site["in_levels"]:
                 row = []
                 for d_out in site["out_levels"]:
+                    op = (
+                        _op(live[path], d_in) if site["kind"] == "op" else _layer(site, d_in, d_out)
+                    )
                     row.append(
                         measure_latency(
-                            _layer(site, d_in, d_out),
+                            op,
                             (d_in, *spatial),
                             batch_size=batch_size,
                             threads=threads,
@@ -328,7 +369,7 @@ class LatencyTable:
         """Summed interpolated layer times of ``config`` (without the overhead)."""
         config = validate_config(self.module, config)
         with use(self.module, config):
-            seen = _sites(self.module, config, self.input_shape)
+            seen, _ = _sites(self.module, config, self.input_shape)
         total = 0.0
         for path, site in seen.items():
             table = self.sites.get(path)

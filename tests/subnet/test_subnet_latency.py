@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from bayes_nest.models import MLP, ResNet
+from bayes_nest.models import MLP, ConvNet, ResNet
 from bayes_nest.subnet import LatencyTable, full, layer_costs, measure_latency, smallest
 
 
@@ -92,3 +92,28 @@ def test_unknown_layer_and_argument_errors(mlp_table):
         measure_latency(net, (6,), repeats=0)
     with pytest.raises(ValueError, match="input_shape"):
         measure_latency(net, ())
+
+
+def test_leaf_modules_such_as_pooling_are_timed_per_call():
+    torch.manual_seed(0)
+    net = ConvNet(3, 1, (8, 16), groups=4).eval()
+    table = LatencyTable.measure(net, (1, 6, 6), levels=2, warmup=0, repeats=1, progress=False)
+    assert {"pool", "pool#1"} <= set(table.sites)  # one module, called twice at two shapes
+    assert table.sites["pool"]["spatial"] == [6, 6] and table.sites["pool#1"]["spatial"] == [3, 3]
+    assert table.sites["pool#1"]["in_levels"] == [4, 8, 16]
+    table = _synthetic(table)
+    # ops are timed over their input channels only: t = 1e-6 · in for a pooling site
+    small = {"convs.0": 1, "convs.1": 1}
+    wide = {"convs.0": 1, "convs.1": 4}
+    convs = {p: s for p, s in table.sites.items() if s["kind"] != "op"}
+    assert set(convs) == {"convs.0.affine", "convs.1.affine", "head"}
+
+    def t(i, o):
+        return 1e-6 * (i + 2 * o + i * o)
+
+    difference = (
+        (t(2, 16) - t(2, 4))  # convs.1: 2 -> 4 or 16 channels
+        + 1e-6 * (16 - 4)  # second pooling call
+        + (t(16, 3) - t(4, 3))  # head
+    )
+    assert table(wide) - table(small) == pytest.approx(difference, rel=1e-9)
