@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..nn.width import NestedConv2d, NestedLinear, SlicedLinear
-from .blocks import check_bits, check_groups, check_int, check_ints
+from ..nn.width import NestedLinear, SlicedLinear
+from .blocks import attach_bits, check_bits, check_groups, check_int, check_ints, nested_conv_bn
 
 __all__ = ["ConvNet"]
 
@@ -69,18 +69,7 @@ class ConvNet(nn.Module):
         convs = []
         previous = in_channels
         for width in channels:
-            convs.append(
-                NestedConv2d(
-                    previous,
-                    width,
-                    3,
-                    padding=1,
-                    groups=groups,
-                    always_on=always_on,
-                    norm="batch",
-                    activation="relu",
-                )
-            )
+            convs.append(nested_conv_bn(previous, width, 3, groups=groups, always_on=always_on))
             previous = width
         self.convs = nn.ModuleList(convs)
         self.pool = nn.MaxPool2d(2, ceil_mode=True)
@@ -90,10 +79,7 @@ class ConvNet(nn.Module):
             else NestedLinear(previous, hidden, groups=groups, always_on=always_on, norm="batch")
         )
         self.head = SlicedLinear(previous if hidden is None else hidden, num_classes)
-        if bits is not None:
-            from ..nn.bits import attach_weight_quantizers
-
-            attach_weight_quantizers(self, bits)
+        attach_bits(self, bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for conv in self.convs:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..nn.width import NestedLinear, SlicedLinear
+from .blocks import attach_bits
 
 __all__ = ["MLP"]
 
@@ -81,13 +82,7 @@ class MLP(nn.Module):
             previous = width
         self.hidden = nn.ModuleList(layers)
         self.output = SlicedLinear(previous, out_features)
-        if bits is not None:
-            self._attach_bits(bits)
-
-    def _attach_bits(self, bits: int) -> None:
-        from ..nn.bits import attach_weight_quantizers
-
-        attach_weight_quantizers(self, bits)
+        attach_bits(self, bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.reshape(x.shape[0], -1)

@@ -4,64 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-from torch import nn
-
-from ..nn.depth import NestedStage
-from ..nn.width import NestedConv2d, SlicedLinear
 from .blocks import (
     ConvBranch,
-    Projection,
     Residual,
+    ResidualStagesNet,
+    attach_bits,
     check_bits,
-    check_groups,
-    check_int,
-    check_ints,
+    check_stages,
+    stage_width_axis,
 )
+from .blocks import shortcut_conv as shortcut_conv  # re-exported
+from .blocks import stem_conv as stem_conv  # re-exported
 
 __all__ = ["ResNet", "stage_width_axis"]
 
 
-def stage_width_axis(stage: int) -> str:
-    """Name of the width axis shared by the layers summed in stage ``stage``."""
-    return f"stages.{stage}.width"
-
-
-def stem_conv(
-    in_channels: int, width: int, *, groups: int, always_on: int, axis_name: str
-) -> NestedConv2d:
-    """The 3×3 conv-BN-ReLU stem, on the first stage's shared width axis."""
-    return NestedConv2d(
-        in_channels,
-        width,
-        3,
-        padding=1,
-        groups=groups,
-        always_on=always_on,
-        norm="batch",
-        activation="relu",
-        axis_name=axis_name,
-    )
-
-
-def shortcut_conv(
-    in_channels: int, out_channels: int, *, groups: int, always_on: int, axis_name: str
-) -> NestedConv2d:
-    """A strided 1×1 conv-BN projection shortcut on the stage's shared width axis."""
-    return NestedConv2d(
-        in_channels,
-        out_channels,
-        1,
-        stride=2,
-        groups=groups,
-        always_on=always_on,
-        norm="batch",
-        activation=None,
-        axis_name=axis_name,
-    )
-
-
-class ResNet(nn.Module):
+class ResNet(ResidualStagesNet):
     r"""A CIFAR-style ResNet whose every stage is a depth axis and every layer a width axis.
 
     Layout: stem conv3×3 → ``len(widths)`` stages → ReLU → global average pool → linear.
@@ -106,15 +64,9 @@ class ResNet(nn.Module):
         bits: int | None = None,
     ) -> None:
         super().__init__()
-        num_classes = check_int(num_classes, "num_classes")
-        in_channels = check_int(in_channels, "in_channels")
-        widths = check_ints(widths, "widths")
-        depths = check_ints(depths, "depths")
-        if len(depths) != len(widths):
-            raise ValueError(
-                f"depths must have one entry per stage (len(widths)={len(widths)}), got {depths}"
-            )
-        groups, always_on = check_groups(widths, groups, always_on, "widths")
+        num_classes, in_channels, widths, depths, groups, always_on = check_stages(
+            num_classes, in_channels, widths, depths, groups, always_on
+        )
         bits = check_bits(bits)
         self.num_classes = num_classes
         self.in_channels = in_channels
@@ -123,33 +75,11 @@ class ResNet(nn.Module):
         self.bits = bits
         kw = {"groups": groups, "always_on": always_on}
 
-        self.stem = stem_conv(in_channels, widths[0], axis_name=stage_width_axis(0), **kw)
-        stages = []
-        previous = widths[0]
-        for s, (width, depth) in enumerate(zip(widths, depths, strict=True)):
-            axis = stage_width_axis(s)
-            if s == 0:
-                first: nn.Module = Residual(ConvBranch(width, width, width, out_axis=axis, **kw))
-            else:
-                first = Projection(
-                    shortcut_conv(previous, width, axis_name=axis, **kw),
-                    ConvBranch(previous, width, width, stride=2, out_axis=axis, **kw),
-                )
-            blocks = [first] + [
-                ConvBranch(width, width, width, out_axis=axis, **kw) for _ in range(depth - 1)
-            ]
-            stages.append(NestedStage(blocks, always_on=1))
-            previous = width
-        self.stages = nn.ModuleList(stages)
-        self.head = SlicedLinear(widths[-1], num_classes)
-        if bits is not None:
-            from ..nn.bits import attach_weight_quantizers
+        def branch(s: int, i: int, c_in: int, c_out: int, stride: int) -> ConvBranch:
+            return ConvBranch(c_in, c_out, c_out, stride=stride, out_axis=stage_width_axis(s), **kw)
 
-            attach_weight_quantizers(self, bits)
+        def first(width: int) -> Residual:
+            return Residual(branch(0, 0, width, width, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-        x = torch.relu(x).mean(dim=(-2, -1))
-        return self.head(x)
+        self._build(in_channels, widths, depths, num_classes, first=first, branch=branch, **kw)
+        attach_bits(self, bits)

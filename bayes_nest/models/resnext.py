@@ -5,19 +5,22 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import torch
-from torch import nn
-
-from ..nn.depth import NestedStage
 from ..nn.paths import NestedPaths
-from ..nn.width import NestedConv2d, SlicedLinear
-from .blocks import Projection, check_bits, check_groups, check_int, check_ints
-from .resnet import shortcut_conv, stage_width_axis, stem_conv
+from .blocks import (
+    PreActivatedBranch,
+    ResidualStagesNet,
+    attach_bits,
+    check_bits,
+    check_int,
+    check_stages,
+    nested_conv_bn,
+    stage_width_axis,
+)
 
 __all__ = ["ResNeXt"]
 
 
-class Path(nn.Module):
+class Path(PreActivatedBranch):
     """One parallel path ``ReLU → conv1×1-BN-ReLU (path_width) → conv3×3-BN (out channels)``.
 
     ``inner_axis`` is shared by the inner convs of all paths of a block; ``out_axis`` is the
@@ -38,35 +41,29 @@ class Path(nn.Module):
         inner_axis: str,
         out_axis: str,
     ) -> None:
-        super().__init__()
-        self.conv1 = NestedConv2d(
-            in_channels,
-            path_width,
-            1,
-            groups=inner_groups,
-            always_on=inner_always_on,
-            norm="batch",
-            activation="relu",
-            axis_name=inner_axis,
-        )
-        self.conv2 = NestedConv2d(
-            path_width,
-            out_channels,
-            3,
-            stride=stride,
-            padding=1,
-            groups=groups,
-            always_on=always_on,
-            norm="batch",
-            activation=None,
-            axis_name=out_axis,
+        super().__init__(
+            nested_conv_bn(
+                in_channels,
+                path_width,
+                1,
+                groups=inner_groups,
+                always_on=inner_always_on,
+                axis_name=inner_axis,
+            ),
+            nested_conv_bn(
+                path_width,
+                out_channels,
+                3,
+                stride=stride,
+                groups=groups,
+                always_on=always_on,
+                activation=None,
+                axis_name=out_axis,
+            ),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(self.conv1(torch.relu(x)))
 
-
-class ResNeXt(nn.Module):
+class ResNeXt(ResidualStagesNet):
     r"""A small ResNeXt: every residual block is a sum of ``cardinality`` nested paths.
 
     Layout as :class:`~bayes_nest.models.ResNet`: stem → stages → ReLU → global average pool →
@@ -114,15 +111,9 @@ class ResNeXt(nn.Module):
         bits: int | None = None,
     ) -> None:
         super().__init__()
-        num_classes = check_int(num_classes, "num_classes")
-        in_channels = check_int(in_channels, "in_channels")
-        widths = check_ints(widths, "widths")
-        depths = check_ints(depths, "depths")
-        if len(depths) != len(widths):
-            raise ValueError(
-                f"depths must have one entry per stage (len(widths)={len(widths)}), got {depths}"
-            )
-        groups, always_on = check_groups(widths, groups, always_on, "widths")
+        num_classes, in_channels, widths, depths, groups, always_on = check_stages(
+            num_classes, in_channels, widths, depths, groups, always_on
+        )
         cardinality = check_int(cardinality, "cardinality")
         path_width = check_int(path_width, "path_width")
         paths_always_on = check_int(paths_always_on, "paths_always_on")
@@ -141,7 +132,9 @@ class ResNeXt(nn.Module):
         inner_groups = math.gcd(groups, path_width)
         kw = {"groups": groups, "always_on": always_on}
 
-        def paths(s: int, i: int, c_in: int, c_out: int, stride: int, residual: bool):
+        def paths(
+            s: int, i: int, c_in: int, c_out: int, stride: int, residual: bool = False
+        ) -> NestedPaths:
             prefix = f"stages.{s}.blocks.{i}"
             branches = [
                 Path(
@@ -164,32 +157,8 @@ class ResNeXt(nn.Module):
                 axis_name=f"{prefix}.paths",
             )
 
-        self.stem = stem_conv(in_channels, widths[0], axis_name=stage_width_axis(0), **kw)
-        stages = []
-        previous = widths[0]
-        for s, (width, depth) in enumerate(zip(widths, depths, strict=True)):
-            if s == 0:
-                first: nn.Module = paths(0, 0, width, width, 1, residual=True)
-            else:
-                first = Projection(
-                    shortcut_conv(previous, width, axis_name=stage_width_axis(s), **kw),
-                    paths(s, 0, previous, width, 2, residual=False),
-                )
-            blocks = [first] + [
-                paths(s, i, width, width, 1, residual=False) for i in range(1, depth)
-            ]
-            stages.append(NestedStage(blocks, always_on=1))
-            previous = width
-        self.stages = nn.ModuleList(stages)
-        self.head = SlicedLinear(widths[-1], num_classes)
-        if bits is not None:
-            from ..nn.bits import attach_weight_quantizers
+        def first(width: int) -> NestedPaths:
+            return paths(0, 0, width, width, 1, residual=True)
 
-            attach_weight_quantizers(self, bits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-        x = torch.relu(x).mean(dim=(-2, -1))
-        return self.head(x)
+        self._build(in_channels, widths, depths, num_classes, first=first, branch=paths, **kw)
+        attach_bits(self, bits)

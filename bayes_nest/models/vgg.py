@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..nn.width import NestedConv2d, NestedLinear, SlicedLinear
-from .blocks import check_bits, check_groups, check_int
+from ..nn.width import NestedLinear, SlicedLinear
+from .blocks import attach_bits, check_bits, check_groups, check_int, nested_conv_bn
 
 __all__ = ["VGG", "VGG_CONFIGS"]
 
@@ -121,16 +121,7 @@ class VGG(nn.Module):
                 previous = item
             else:
                 features.append(
-                    NestedConv2d(
-                        previous,
-                        item,
-                        3,
-                        padding=1,
-                        groups=groups,
-                        always_on=always_on,
-                        norm="batch",
-                        activation="relu",
-                    )
+                    nested_conv_bn(previous, item, 3, groups=groups, always_on=always_on)
                 )
                 previous = item
         self.features = nn.Sequential(*features)
@@ -145,10 +136,7 @@ class VGG(nn.Module):
             ),
             SlicedLinear(head_width, num_classes),
         )
-        if bits is not None:
-            from ..nn.bits import attach_weight_quantizers
-
-            attach_weight_quantizers(self, bits)
+        attach_bits(self, bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x).mean(dim=(-2, -1))
