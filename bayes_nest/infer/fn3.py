@@ -18,8 +18,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,142 +36,15 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from .evaluate import evaluate
+from .evaluate import _module_device, evaluate
+from .fn3_history import History, NonFiniteLossError
+from .fn3_setup import _generators, _make_optimizer, _make_scheduler
 from .ordered_dropout import OrderedDropout
 from .watchdog import NonFiniteError, Watchdog
 
 __all__ = ["FN3Trainer", "History", "NonFiniteLossError", "fit_fn3"]
 
 CHECKPOINT_KIND = "fn3"
-
-
-class NonFiniteLossError(NonFiniteError):
-    """The training loss became NaN or infinite; training stopped before that step's update.
-
-    Attributes
-    ----------
-    step : int
-        Global optimizer step (0-based) at which the loss was non-finite.
-    epoch : int
-        Epoch (0-based) of that step.
-    loss : float
-    config : dict[str, int]
-        Keep counts of the sub-network that produced it.
-    where : str or None
-        Where the non-finite value first appears (input batch, parameter or layer), see
-        :class:`~bayes_nest.infer.watchdog.Watchdog`.
-    """
-
-    def __init__(
-        self,
-        step: int,
-        epoch: int,
-        loss: float,
-        config: Mapping[str, int],
-        note: str,
-        where: str | None = None,
-    ):
-        self.step, self.epoch, self.loss, self.config = step, epoch, loss, dict(config)
-        self.quantity, self.value, self.where, self.note = "loss", loss, where, note
-        at = f"; first non-finite at {where}" if where else ""
-        FloatingPointError.__init__(
-            self,
-            f"non-finite training loss {loss} at step {step} (epoch {epoch}) for sub-network "
-            f"{self.config}{at}; the weights are those before this step. {note}",
-        )
-
-    def with_note(self, note: str) -> NonFiniteLossError:
-        return NonFiniteLossError(self.step, self.epoch, self.loss, self.config, note, self.where)
-
-
-@dataclass
-class History:
-    """Per-epoch training record.
-
-    Attributes
-    ----------
-    epoch : list[int]
-        Number of completed epochs after each entry (1, 2, ...).
-    loss, accuracy : list[float]
-        Mean training loss and accuracy of the sampled sub-networks over the epoch.
-    val_loss, val_accuracy : list[float]
-        NLL and accuracy of the full network on the validation data (NaN without ``val``).
-    lr : list[float]
-        Learning rate of the first parameter group at the end of the epoch.
-    seconds : list[float]
-        Wall time of the epoch's training steps (validation excluded).
-    """
-
-    epoch: list[int] = field(default_factory=list)
-    loss: list[float] = field(default_factory=list)
-    accuracy: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    val_accuracy: list[float] = field(default_factory=list)
-    lr: list[float] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, list]:
-        """Plain ``dict`` of lists (checkpoint- and JSON-friendly)."""
-        return {f.name: list(getattr(self, f.name)) for f in fields(self)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Iterable]) -> History:
-        return cls(**{f.name: list(data.get(f.name, [])) for f in fields(cls)})
-
-    def __len__(self) -> int:
-        return len(self.epoch)
-
-
-def _make_optimizer(optimizer: Any, module: nn.Module) -> torch.optim.Optimizer:
-    if optimizer is None:
-        return torch.optim.Adam(module.parameters(), lr=1e-3)
-    if isinstance(optimizer, torch.optim.Optimizer):
-        return optimizer
-    if callable(optimizer):
-        made = optimizer(module.parameters())
-        if not isinstance(made, torch.optim.Optimizer):
-            raise TypeError(f"optimizer factory returned {type(made).__name__}, not an Optimizer")
-        return made
-    raise TypeError(
-        "optimizer must be None, a torch.optim.Optimizer or a callable params -> Optimizer, "
-        f"got {type(optimizer).__name__}"
-    )
-
-
-def _make_scheduler(scheduler: Any, optimizer: torch.optim.Optimizer) -> Any:
-    if scheduler is None:
-        return None
-    if hasattr(scheduler, "step") and hasattr(scheduler, "state_dict"):
-        if getattr(scheduler, "optimizer", optimizer) is not optimizer:
-            raise ValueError("scheduler is attached to a different optimizer than the trainer's")
-        return scheduler
-    if callable(scheduler):
-        made = scheduler(optimizer)
-        if not hasattr(made, "step"):
-            raise TypeError(f"scheduler factory returned {type(made).__name__}, not a scheduler")
-        return made
-    raise TypeError(
-        "scheduler must be None, an LR scheduler or a callable optimizer -> scheduler, "
-        f"got {type(scheduler).__name__}"
-    )
-
-
-def _generators(loader: DataLoader) -> list[torch.Generator]:
-    """The torch generators that decide a loader's order (deduplicated)."""
-    found: dict[int, torch.Generator] = {}
-    candidates = [loader, loader.sampler, getattr(loader, "batch_sampler", None)]
-    candidates += [getattr(c, "sampler", None) for c in candidates[1:]]
-    for obj in candidates:
-        g = getattr(obj, "generator", None)
-        if isinstance(g, torch.Generator):
-            found.setdefault(id(g), g)
-    return list(found.values())
-
-
-def _module_device(module: nn.Module) -> torch.device:
-    for p in module.parameters():
-        return p.device
-    return torch.device("cpu")
 
 
 class FN3Trainer:

@@ -1,0 +1,55 @@
+"""How an FN3 trainer builds its optimizer and scheduler, and finds a loader's generators."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+
+def _make_optimizer(optimizer: Any, module: nn.Module) -> torch.optim.Optimizer:
+    if optimizer is None:
+        return torch.optim.Adam(module.parameters(), lr=1e-3)
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return optimizer
+    if callable(optimizer):
+        made = optimizer(module.parameters())
+        if not isinstance(made, torch.optim.Optimizer):
+            raise TypeError(f"optimizer factory returned {type(made).__name__}, not an Optimizer")
+        return made
+    raise TypeError(
+        "optimizer must be None, a torch.optim.Optimizer or a callable params -> Optimizer, "
+        f"got {type(optimizer).__name__}"
+    )
+
+
+def _make_scheduler(scheduler: Any, optimizer: torch.optim.Optimizer) -> Any:
+    if scheduler is None:
+        return None
+    if hasattr(scheduler, "step") and hasattr(scheduler, "state_dict"):
+        if getattr(scheduler, "optimizer", optimizer) is not optimizer:
+            raise ValueError("scheduler is attached to a different optimizer than the trainer's")
+        return scheduler
+    if callable(scheduler):
+        made = scheduler(optimizer)
+        if not hasattr(made, "step"):
+            raise TypeError(f"scheduler factory returned {type(made).__name__}, not a scheduler")
+        return made
+    raise TypeError(
+        "scheduler must be None, an LR scheduler or a callable optimizer -> scheduler, "
+        f"got {type(scheduler).__name__}"
+    )
+
+
+def _generators(loader: DataLoader) -> list[torch.Generator]:
+    """The torch generators that decide a loader's order (deduplicated)."""
+    found: dict[int, torch.Generator] = {}
+    candidates = [loader, loader.sampler, getattr(loader, "batch_sampler", None)]
+    candidates += [getattr(c, "sampler", None) for c in candidates[1:]]
+    for obj in candidates:
+        g = getattr(obj, "generator", None)
+        if isinstance(g, torch.Generator):
+            found.setdefault(id(g), g)
+    return list(found.values())
