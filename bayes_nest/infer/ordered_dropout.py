@@ -223,12 +223,7 @@ class OrderedDropout:
 
     @keep_prob.setter
     def keep_prob(self, value: float | Mapping[str, float]) -> None:
-        old, self._keep_prob = self._keep_prob, value
-        try:
-            self._rebuild()
-        except (TypeError, ValueError):
-            self._keep_prob = old
-            raise
+        self._set_and_rebuild("_keep_prob", value)
 
     @property
     def distribution(self) -> str | Mapping[str, str]:
@@ -237,11 +232,16 @@ class OrderedDropout:
 
     @distribution.setter
     def distribution(self, value: str | Mapping[str, str]) -> None:
-        old, self._distribution = self._distribution, value
+        self._set_and_rebuild("_distribution", value)
+
+    def _set_and_rebuild(self, attribute: str, value: Any) -> None:
+        """Set a prior parameter and rebuild the cache; restore the old value if it is invalid."""
+        old = getattr(self, attribute)
+        setattr(self, attribute, value)
         try:
             self._rebuild()
         except (TypeError, ValueError):
-            self._distribution = old
+            setattr(self, attribute, old)
             raise
 
     def _rebuild(self) -> None:
