@@ -171,7 +171,7 @@ FIT_OPTIONS: dict[str, tuple[Callable[[Any], Any], str, str]] = {
     "always_on": (nonneg_int, "model", "leading blocks never dropped"),
     "bits": (positive_int, "model", "also nest the weights' quantization bits"),
     "epochs": (positive_int, "train", "training epochs"),
-    "batch_size": (positive_int, "train", "mini-batch size"),
+    "batch_size": (positive_int, "train", "mini-batch size (of all processes under torchrun)"),
     "lr": (positive_float, "train", "learning rate (Adam)"),
     "weight_decay": (nonneg_float, "train", "weight decay (fn3)"),
     "keep_prob": (probability, "train", "keep rate of the ordered-dropout prior"),
@@ -209,7 +209,11 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
         help='any other model option, value as JSON (e.g. norm="batch")',
     )
     p.add_argument("--out", help="model file to write (required)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite an existing --out file (and start over from an existing --checkpoint)",
+    )
 
 
 def read_config_file(path: str) -> dict[str, Any]:
