@@ -1,5 +1,6 @@
 """Small helpers shared by the scripts under ``benchmarks/`` (not part of the public API).
 
+* :func:`benchmark_args` -- the command line every benchmark shares (``--quick``, ``--out``).
 * :func:`machine_info` -- what the numbers were measured on.
 * :func:`interleaved_timings` -- per-call seconds of several callables, measured in alternation
   (ours and a baseline see the same machine load), with a calibrated inner loop. The default
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -24,7 +26,25 @@ from typing import Any
 
 import torch
 
-__all__ = ["interleaved_timings", "machine_info", "median_ratio", "print_table", "write_result"]
+__all__ = [
+    "benchmark_args",
+    "interleaved_timings",
+    "machine_info",
+    "median_ratio",
+    "print_table",
+    "write_result",
+]
+
+
+def benchmark_args(
+    doc: str, results: Path, quick_help: str, argv: Sequence[str] | None = None
+) -> argparse.Namespace:
+    """Parse ``--quick`` (a run of under a minute, described by ``quick_help``) and ``--out``
+    (the result file, default ``results``); the description is the first paragraph of ``doc``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--out", type=Path, default=results)
+    return parser.parse_args(argv)
 
 
 def machine_info() -> dict[str, Any]:

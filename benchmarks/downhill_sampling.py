@@ -23,7 +23,6 @@ Run ``python benchmarks/downhill_sampling.py`` (full) or ``--quick`` (under a mi
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pyro
@@ -31,7 +30,13 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 
-from bayes_nest._bench import interleaved_timings, median_ratio, print_table, write_result
+from bayes_nest._bench import (
+    benchmark_args,
+    interleaved_timings,
+    median_ratio,
+    print_table,
+    write_result,
+)
 from bayes_nest.distributions import Downhill, DownhillStraightThrough, KeepCount
 
 RESULTS = Path(__file__).resolve().parent / "results" / "downhill_sampling.json"
@@ -91,10 +96,7 @@ def prior_rows(sizes, repeats: int, min_seconds: float) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats (under a minute)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
+    args = benchmark_args(__doc__, RESULTS, "fewer repeats (under a minute)")
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

@@ -29,12 +29,8 @@ Run ``python benchmarks/fn3_vs_independent.py`` (full) or ``--quick`` (under a m
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import statistics
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -42,6 +38,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from bayes_nest._bench import benchmark_args, write_result
 from bayes_nest.data import as_loader, load_dataset
 from bayes_nest.infer import FN3Trainer, evaluate
 from bayes_nest.models import MLP
@@ -59,17 +56,6 @@ RECIPES = {
         "distill": True,
     },
 }
-
-
-def machine_info() -> dict:
-    return {
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }
 
 
 def train_independent(model, data, epochs: int, seed: int) -> float:
@@ -152,10 +138,7 @@ def spread(values: list[float]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1 seed, few epochs (< 1 minute)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
+    args = benchmark_args(__doc__, RESULTS, "1 seed, few epochs (< 1 minute)")
     torch.set_num_threads(1)
 
     seeds = [0] if args.quick else [0, 1, 2]
@@ -273,16 +256,8 @@ def main() -> None:
         "per_dataset": summary_parts,
     }
     print(json.dumps({k: v for k, v in summary.items() if k != "per_dataset"}, indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    result = {
-        "name": "fn3_vs_independent",
-        "config": config,
-        "machine": machine_info(),
-        "rows": rows,
-        "summary": summary,
-    }
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    path = write_result(args.out, "fn3_vs_independent", config, rows, summary)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -25,12 +25,11 @@ Run ``python benchmarks/gradient_variance.py`` (full) or ``--quick`` (under a mi
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 
-from bayes_nest._bench import print_table, write_result
+from bayes_nest._bench import benchmark_args, print_table, write_result
 from bayes_nest.distributions import Downhill
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gradient_variance.json"
@@ -125,10 +124,7 @@ def optimisation_rows(sizes, temperature, steps) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer estimates (under a minute)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
+    args = benchmark_args(__doc__, RESULTS, "fewer estimates (under a minute)")
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

@@ -16,12 +16,8 @@ Run ``python benchmarks/training_overhead.py`` (full) or ``--quick`` (under a mi
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -29,22 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bayes_nest._bench import benchmark_args, write_result
 from bayes_nest.data import as_loader
 from bayes_nest.infer import FN3Trainer
 from bayes_nest.models import MLP
 
 RESULTS = Path(__file__).resolve().parent / "results" / "training_overhead.json"
-
-
-def machine_info() -> dict:
-    return {
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }
 
 
 def plain_mlp(sizes: list[int]) -> nn.Sequential:
@@ -75,10 +61,7 @@ def plain_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader) -> f
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="few repeats (under a minute)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
+    args = benchmark_args(__doc__, RESULTS, "few repeats (under a minute)")
     torch.set_num_threads(1)
 
     hidden, groups, batch = 256, 16, 128
@@ -160,16 +143,8 @@ def main() -> None:
         "met": rows[1]["ratio_vs_plain"] <= 1.0,
     }
     print(json.dumps(summary, indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    result = {
-        "name": "training_overhead",
-        "config": config,
-        "machine": machine_info(),
-        "rows": rows,
-        "summary": summary,
-    }
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    path = write_result(args.out, "training_overhead", config, rows, summary)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
