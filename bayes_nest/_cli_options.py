@@ -212,7 +212,7 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--force",
         action="store_true",
-        help="overwrite an existing --out file (and start over from an existing --checkpoint)",
+        help="overwrite an existing --out file (and start over, replacing an existing --checkpoint)",
     )
 
 
