@@ -2,30 +2,18 @@
 
 import pytest
 import torch
+from nn_testing import CountingBranch, check_dropped_blocks_do_not_matter, check_int_mask
 from torch import nn
 
 from bayes_nest.nn import Axis, NestedStage, axes, masked
 
 
-class Counting(nn.Module):
-    """A linear residual branch that counts its calls."""
-
-    def __init__(self, width):
-        super().__init__()
-        self.linear = nn.Linear(width, width)
-        self.calls = 0
-
-    def forward(self, x):
-        self.calls += 1
-        return torch.tanh(self.linear(x))
-
-
 def make_stage(always_on=1, branches=3):
     torch.manual_seed(0)
     first = nn.Sequential(nn.Linear(3, 5), nn.ReLU())  # changes the shape: always on
-    blocks = [first] * always_on + [Counting(5) for _ in range(branches)]
+    blocks = [first] * always_on + [CountingBranch(5) for _ in range(branches)]
     if always_on == 0:
-        blocks = [Counting(3) for _ in range(branches)]
+        blocks = [CountingBranch(3) for _ in range(branches)]
     return NestedStage(blocks, always_on=always_on)
 
 
@@ -50,16 +38,7 @@ def test_axis_of_a_stage():
 @pytest.mark.parametrize("count", [1, 2, 3, 4])
 def test_int_mask_runs_only_kept_blocks_and_equals_tensor_mask(count):
     stage = make_stage()
-    x = torch.randn(4, 3)
-    scales = [1.0] * count + [0.0] * (4 - count)
-    for block in stage.blocks[1:]:
-        block.calls = 0
-    stage.mask = count
-    out = stage(x)
-    assert [b.calls for b in stage.blocks[1:]] == [1] * (count - 1) + [0] * (4 - count)
-    torch.testing.assert_close(out, reference(stage, x, scales))
-    stage.mask = torch.tensor(scales)
-    torch.testing.assert_close(stage(x), out, atol=1e-6, rtol=1e-5)
+    check_int_mask(stage, stage.blocks, torch.randn(4, 3), count, reference)
 
 
 def test_tensor_mask_scales_branches():
@@ -72,16 +51,7 @@ def test_tensor_mask_scales_branches():
 
 def test_dropped_block_weights_do_not_matter():
     stage = make_stage()
-    x = torch.randn(4, 3)
-    stage.mask = 2
-    before = stage(x)
-    with torch.no_grad():
-        stage.blocks[2].linear.weight.add_(5.0)
-        stage.blocks[3].linear.bias.add_(5.0)
-    torch.testing.assert_close(stage(x), before)
-    with torch.no_grad():
-        stage.blocks[1].linear.weight.add_(0.5)
-    assert not torch.allclose(stage(x), before)
+    check_dropped_blocks_do_not_matter(stage, stage.blocks, torch.randn(4, 3), kept=2, shift=0.5)
 
 
 def test_always_on_zero_allows_identity():

@@ -2,26 +2,20 @@
 
 import pytest
 import torch
+from nn_testing import CountingBranch, check_dropped_blocks_do_not_matter, check_int_mask
 from torch import nn
 
 from bayes_nest.nn import Axis, NestedPaths, axes
 
 
-class Branch(nn.Module):
-    def __init__(self, width_in=4, width_out=4):
-        super().__init__()
-        self.linear = nn.Linear(width_in, width_out)
-        self.calls = 0
-
-    def forward(self, x):
-        self.calls += 1
-        return torch.relu(self.linear(x))
+def relu_branch(width_in=4, width_out=4):
+    return CountingBranch(width_in, width_out, activation=torch.relu)
 
 
 def make_paths(residual=True, always_on=1, n=4, width_out=4):
     torch.manual_seed(0)
     return NestedPaths(
-        [Branch(4, width_out) for _ in range(n)], always_on=always_on, residual=residual
+        [relu_branch(4, width_out) for _ in range(n)], always_on=always_on, residual=residual
     )
 
 
@@ -44,16 +38,7 @@ def test_axis_of_paths():
 @pytest.mark.parametrize("count", [1, 2, 3, 4])
 def test_int_mask_equals_tensor_mask(residual, count):
     layer = make_paths(residual)
-    x = torch.randn(5, 4)
-    scales = [1.0] * count + [0.0] * (4 - count)
-    for branch in layer.branches:
-        branch.calls = 0
-    layer.mask = count
-    out = layer(x)
-    assert [b.calls for b in layer.branches] == [1] * count + [0] * (4 - count)
-    torch.testing.assert_close(out, reference(layer, x, scales))
-    layer.mask = torch.tensor(scales)
-    torch.testing.assert_close(layer(x), out, atol=1e-6, rtol=1e-5)
+    check_int_mask(layer, layer.branches, torch.randn(5, 4), count, reference)
 
 
 def test_full_and_soft_masks():
@@ -74,16 +59,7 @@ def test_residual_with_zero_paths_is_identity():
 
 def test_dropped_branch_weights_do_not_matter():
     layer = make_paths()
-    x = torch.randn(5, 4)
-    layer.mask = 2
-    before = layer(x)
-    with torch.no_grad():
-        layer.branches[2].linear.weight.add_(3.0)
-        layer.branches[3].linear.bias.add_(3.0)
-    torch.testing.assert_close(layer(x), before)
-    with torch.no_grad():
-        layer.branches[1].linear.bias.add_(3.0)
-    assert not torch.allclose(layer(x), before)
+    check_dropped_blocks_do_not_matter(layer, layer.branches, torch.randn(5, 4), kept=2, shift=3.0)
 
 
 def test_gradient_reaches_tensor_mask():
@@ -97,7 +73,7 @@ def test_gradient_reaches_tensor_mask():
 
 
 def test_mismatched_branch_shapes_rejected():
-    layer = NestedPaths([Branch(4, 4), Branch(4, 3)], residual=False)
+    layer = NestedPaths([relu_branch(4, 4), relu_branch(4, 3)], residual=False)
     with pytest.raises(ValueError, match="branch 1"):
         layer(torch.randn(2, 4))
 
