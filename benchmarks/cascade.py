@@ -37,7 +37,7 @@ from bayes_nest.data import load_dataset
 from bayes_nest.infer import BNNN, fit_fn3
 from bayes_nest.models import MLP
 from bayes_nest.search import Cascade, Evaluator, greedy
-from bayes_nest.subnet import CostModel, use
+from bayes_nest.subnet import CostModel, full, use
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STAGE_FRACTIONS = (0.08, 0.25, 1.0)
@@ -93,7 +93,7 @@ def run(kind: str, seed: int, epochs: int, n_targets: int) -> list[dict]:
     test_x, test_y = data.test
     score = Evaluator(score_net, data.val, predict=predict)
     front = greedy(score_net, score, cost=macs, progress=False).pareto()
-    full_cost = front.points[-1].cost
+    full_cost = macs(full(score_net))
     stages = [front.best(f * full_cost) for f in STAGE_FRACTIONS]
     costs = [p.cost for p in stages]
     val_probs = [predict(p.config, val_x) for p in stages]

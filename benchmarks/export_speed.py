@@ -167,6 +167,9 @@ def main() -> None:
     summary = {
         "min_speedup_efficiency": worst["efficiency"],
         "min_efficiency_case": f"{worst['model']} / {worst['subnet']}",
+        "min_speedup_efficiency_mac_reduction_le_4": min(
+            r["efficiency"] for r in at256 if r["mac_reduction"] <= 4
+        ),
         "median_speedup_efficiency_batch256": statistics.median(r["efficiency"] for r in at256),
         "median_speedup_efficiency_batch1": statistics.median(
             r["efficiency"] for r in rows if r["batch"] == 1
@@ -180,6 +183,9 @@ def main() -> None:
         "definitions": {
             "efficiency": "(t_full_export / t_subnet_export) / (MACs_full / MACs_subnet)",
             "export_vs_nested_speedup": "t(nested model under subnet.use) / t(exported)",
+            "min_speedup_efficiency_mac_reduction_le_4": "the minimum over sub-networks with at "
+            "most 4x fewer MACs than the full network (at 25 % width the 2-8 channel "
+            "convolutions run far below the CPU's peak rate per MAC)",
         },
         "target": {"min_speedup_efficiency": ">= 0.7 (batch 256)"},
         "met": worst["efficiency"] >= 0.7,
