@@ -8,17 +8,23 @@ benchmark's fixed settings; every BNNN setting is trained on the same data and s
 width with the benchmark's metrics.
 
 Grid (training): ``kl_scale`` (tempering of the weight KL; 1 is the ELBO), Adam's learning
-rate, the posterior's initial standard deviation ``init_scale`` and the weight prior scale
-(1, or ``"radford"``: :math:`1/\\sqrt{\\text{fan-in}}`). Prediction (for every trained
-setting): the number of posterior samples and ``scale_by_keep_marginals``.
+rate, the posterior's initial standard deviation ``init_scale`` and the nested-dropout prior's
+keep probability :math:`\\pi` (``prior_keep_prob``, with ``init_keep_prob`` equal to it).
+Prediction (for every trained setting): the number of posterior samples and
+``scale_by_keep_marginals`` (BNNN's weight-scaling inference: kept blocks multiplied by their
+posterior keep marginals). A first, wider grid (3 seeds; ``kl_scale`` up to 1 and the
+``"radford"`` weight prior :math:`1/\\sqrt{\\text{fan-in}}`) found both far worse in
+validation calibration; they are not searched again.
 
-Selection rule, fixed before looking at the results: among the settings whose validation
-``min_auroc_gain_pp`` is at least 0 (if there is none, among all), the lowest validation
-``ece_ratio``; ties (within 0.01) go to the smaller number of prediction samples. Summary keys
-as in the benchmark, on the validation split, averaged over the seeds.
+Selection rule: the benchmark's targets are ``ece_ratio <= 0.7`` and ``min_auroc_gain_pp >= 0``.
+Among the settings that meet the calibration target on validation, the one with the highest
+validation ``min_auroc_gain_pp``; if none meets it, the lowest validation ``ece_ratio``. Summary
+keys as in the benchmark, on the validation split, averaged over the seeds. A validation set of
+a few hundred examples makes the minimum over 32 cells noisy: differences of 1-2 points between
+settings are within that noise.
 
-Run ``python benchmarks/bnnn_vs_fn3_tuning.py`` (3 seeds, the benchmark's epochs; about 15
-minutes on 2 cores) or ``--quick`` (one seed, a small grid, fewer epochs).
+Run ``python benchmarks/bnnn_vs_fn3_tuning.py`` (5 seeds, the benchmark's epochs; about 25
+minutes on 2 busy cores) or ``--quick`` (one seed, a small grid, fewer epochs).
 """
 
 from __future__ import annotations
@@ -41,14 +47,29 @@ from bayes_nest.infer.evaluate import predict_probs  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GRID = {
-    "kl_scale": [0.1, 0.3, 1.0],
+    "kl_scale": [0.1, 0.3],
     "lr": [3e-3, 1e-2],
     "init_scale": [1e-2, 1e-1],
-    "prior_scale": [1.0, "radford"],
+    "prior_keep_prob": [0.9, 0.97],
 }
 PREDICT = {"samples": [8, 32], "scale": [False, True]}
-QUICK_GRID = {"kl_scale": [0.1, 1.0], "lr": [3e-3], "init_scale": [1e-2], "prior_scale": [1.0]}
+QUICK_GRID = {"kl_scale": [0.1, 0.3], "lr": [3e-3], "init_scale": [1e-2], "prior_keep_prob": [0.9]}
 QUICK_PREDICT = {"samples": [8], "scale": [False, True]}
+
+
+def _breakdown(cells: list[tuple[str, dict, dict]]) -> dict[str, float]:
+    """Per dataset: the ECE ratio and the smallest AUROC gain of each OOD set (points)."""
+    out = {}
+    for d in sorted({c[0] for c in cells}):
+        sub = [(b, f) for name, b, f in cells if name == d]
+        out[f"ece_ratio_{d}"] = float(
+            np.mean([b["ece"] for b, _ in sub]) / np.mean([f["ece"] for _, f in sub])
+        )
+        for s in ("heldout", "noise"):
+            out[f"min_auroc_gain_{d}_{s}"] = float(
+                min(100 * (b[f"auroc_{s}"] - f[f"auroc_{s}"]) for b, f in sub)
+            )
+    return out
 
 
 def _summary(cells: list[tuple[dict, dict]]) -> dict[str, float]:
@@ -82,13 +103,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one seed, small grid, few epochs")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    seeds = [0] if args.quick else [0, 1, 2]
+    seeds = [0] if args.quick else [0, 1, 2, 3, 4]
     epochs = bench.QUICK_EPOCHS if args.quick else bench.EPOCHS
     grid = QUICK_GRID if args.quick else GRID
     predict = QUICK_PREDICT if args.quick else PREDICT
-    settings = [
-        dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())
-    ]
+    settings = []
+    for values in itertools.product(*grid.values()):
+        setting = dict(zip(grid, values, strict=True))
+        setting["init_keep_prob"] = setting["prior_keep_prob"]
+        settings.append(setting)
     variants = [dict(zip(predict, v, strict=True)) for v in itertools.product(*predict.values())]
 
     fn3: dict[tuple[str, int], dict] = {}  # (dataset, width) -> list of seed rows
@@ -118,20 +141,20 @@ def main() -> None:
     rows = []
     widths = range(1, bench.GROUPS + 1)
     for (i, setting), (j, variant) in itertools.product(enumerate(settings), enumerate(variants)):
-        cells = [
-            (_seed_mean(bnnn[(i, j, d, w)]), _seed_mean(fn3[(d, w)]))
+        named = [
+            (d, _seed_mean(bnnn[(i, j, d, w)]), _seed_mean(fn3[(d, w)]))
             for d in epochs
             for w in widths
         ]
         row = {"kind": "setting", **{k: str(v) for k, v in setting.items()}, **variant}
-        row.update(_summary(cells))
+        row.update(_summary([(b, f) for _, b, f in named]))
+        row.update(_breakdown(named))
         rows.append(row)
-    eligible = [r for r in rows if r["min_auroc_gain_pp"] >= 0] or rows
-    best_ece = min(r["ece_ratio"] for r in eligible)
-    chosen = min(
-        (r for r in eligible if r["ece_ratio"] <= best_ece + 0.01),
-        key=lambda r: (r["samples"], r["ece_ratio"]),
-    )
+    eligible = [r for r in rows if r["ece_ratio"] <= 0.7]
+    if eligible:
+        chosen = max(eligible, key=lambda r: r["min_auroc_gain_pp"])
+    else:
+        chosen = min(rows, key=lambda r: r["ece_ratio"])
     print_table(
         sorted(rows, key=lambda r: r["ece_ratio"]),
         [
@@ -140,16 +163,24 @@ def main() -> None:
             "ece_ratio",
             "widths_better_ece_frac",
             "min_auroc_gain_pp",
-            "mean_nll_ratio",
+            "mean_auroc_gain_pp",
+            "mean_accuracy_gain_pp",
         ],
     )
     summary = {
         "chosen": {k: chosen[k] for k in (*grid, *predict)},
         **{
             f"val_{k}": chosen[k]
-            for k in ("ece_ratio", "widths_better_ece_frac", "min_auroc_gain_pp", "mean_nll_ratio")
+            for k in (
+                "ece_ratio",
+                "widths_better_ece_frac",
+                "min_auroc_gain_pp",
+                "mean_auroc_gain_pp",
+                "mean_accuracy_gain_pp",
+                "mean_nll_ratio",
+            )
         },
-        "eligible_settings": len(eligible) if eligible is not rows else 0,
+        "settings_meeting_ece_target": len(eligible),
     }
     print(summary)
     config = {
@@ -160,8 +191,8 @@ def main() -> None:
         "grid": {k: [str(v) for v in vs] for k, vs in grid.items()},
         "predict": predict,
         "fixed": {k: v for k, v in bench.BNNN_KW.items() if k not in grid},
-        "selection": "min val ece_ratio among settings with val min_auroc_gain_pp >= 0; "
-        "ties within 0.01 to fewer samples",
+        "selection": "max val min_auroc_gain_pp among settings with val ece_ratio <= 0.7 "
+        "(else min val ece_ratio)",
     }
     name = "bnnn_vs_fn3_tuning_quick" if args.quick else "bnnn_vs_fn3_tuning"
     path = write_result(RESULTS / f"{name}.json", name, config, rows, summary)

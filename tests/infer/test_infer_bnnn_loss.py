@@ -44,7 +44,7 @@ def _both(bnnn, x, y, num_particles, seed=3):
 
 def _assert_equal(pyro_loss, fast_loss, pyro_grads, fast_grads):
     torch.testing.assert_close(fast_loss, pyro_loss, rtol=1e-5, atol=1e-4)
-    assert all(a is not None and b is not None for a, b in zip(pyro_grads, fast_grads))
+    assert all(a is not None and b is not None for a, b in zip(pyro_grads, fast_grads, strict=True))
     scale = max(float(a.abs().max()) for a in pyro_grads)  # float32 rounding of the largest
     for a, b in zip(pyro_grads, fast_grads, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5 * scale)
