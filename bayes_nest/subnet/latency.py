@@ -162,7 +162,7 @@ def _sites(
 def _activation_name(owner: nn.Module | None) -> str | None:
     if owner is None or owner.activation is None:
         return None
-    from .export import activation_module
+    from ._exporters import activation_module
 
     try:
         return type(activation_module(owner.activation, "")).__name__
