@@ -24,14 +24,9 @@ Prior scale. ``prior_scale`` is a float :math:`s` (default 1), or ``"radford"``
 (:math:`s = 1/\sqrt{\text{fan-in}}`) or ``"kaiming"`` (:math:`s = \sqrt{2/\text{fan-in}}`),
 layer-wise scales that keep the prior's pre-activations at unit scale.
 
-Nesting. :func:`bayes_nest.infer.bnnn_kl.weight_kl_terms` returns, per Bayesian layer, the KL of its weight posterior with
-each output block's term weighted by that block's keep marginal (BNNN, DESIGN §2):
-
-.. math:: \sum_k P(b \ge k)\, \mathrm{KL}(q(W_k) \,\|\, p(W_k)),
-
-where :math:`W_k` are the weights (rows and bias entries) feeding output block :math:`k`: a
-dropped block's weights revert to the prior and cost nothing. Always-on blocks and layers without
-an axis (heads) have weight 1.
+Nesting. BNNN weights each output block's KL by the block's keep marginal (DESIGN §2;
+:meth:`BayesianLayer.block_weighted_kl`, used by :mod:`bayes_nest.infer.bnnn_kl`). The fused
+operations behind the forward pass and the KL are in :mod:`bayes_nest.nn.bayesian_ops`.
 """
 
 from __future__ import annotations
