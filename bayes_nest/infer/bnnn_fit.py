@@ -35,6 +35,7 @@ from .. import metrics
 from ..data import as_loader
 from .bnnn_loss import mean_field_loss
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .fn3_setup import _generators
 from .watchdog import NonFiniteError, Watchdog, restore_rng, snapshot_rng
 
 __all__ = ["BNNNHistory", "fit", "CHECKPOINT_KIND"]
@@ -104,15 +105,26 @@ def _make_optimizer(optimizer: Any, params) -> torch.optim.Optimizer:
     )
 
 
-def _generators(loader: DataLoader) -> list[torch.Generator]:
-    found: dict[int, torch.Generator] = {}
-    candidates = [loader, loader.sampler, getattr(loader, "batch_sampler", None)]
-    candidates += [getattr(c, "sampler", None) for c in candidates[1:]]
-    for obj in candidates:
-        g = getattr(obj, "generator", None)
-        if isinstance(g, torch.Generator):
-            found.setdefault(id(g), g)
-    return list(found.values())
+def _check_args(
+    epochs: Any,
+    loss: Any,
+    num_particles: Any,
+    resume: bool,
+    checkpoint_path: Any,
+    *,
+    seed: Any = None,
+) -> None:
+    """Validate the training arguments shared by :func:`fit` and the distributed trainer."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
+        raise ValueError(f"num_particles must be a positive int, got {num_particles!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int or None, got {seed!r}")
+    if resume and checkpoint_path is None:
+        raise ValueError("resume=True needs a checkpoint_path")
 
 
 def _dataset_size(loader: DataLoader) -> int:
@@ -190,16 +202,7 @@ def fit(
     BNNNHistory
         Also stored as ``bnnn.history``.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
-        raise ValueError(f"num_particles must be a positive int, got {num_particles!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise TypeError(f"seed must be an int or None, got {seed!r}")
-    if resume and checkpoint_path is None:
-        raise ValueError("resume=True needs a checkpoint_path")
+    _check_args(epochs, loss, num_particles, resume, checkpoint_path, seed=seed)
     if seed is not None:
         pyro.set_rng_seed(seed)
     loader_seed = seed if seed is not None else int(torch.randint(0, 2**62, ()))

@@ -44,8 +44,8 @@ from .. import metrics
 from ..data import as_loader
 from .bnnn_fit import (
     CHECKPOINT_KIND,
-    LOSSES,
     BNNNHistory,
+    _check_args,
     _make_optimizer,
     _settings_payload,
 )
@@ -96,17 +96,6 @@ def _validate(bnnn: Any, val: Any, num_samples: int, device: torch.device) -> tu
         labels.append(batch[1])
     p, y = torch.cat(probs), torch.cat(labels)
     return metrics.nll(p, y), metrics.accuracy(p, y)
-
-
-def _check_args(epochs, loss, num_particles, resume, checkpoint_path) -> None:
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
-        raise ValueError(f"num_particles must be a positive int, got {num_particles!r}")
-    if resume and checkpoint_path is None:
-        raise ValueError("resume=True needs a checkpoint_path")
 
 
 def fit_bnnn_distributed(
