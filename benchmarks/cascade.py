@@ -23,16 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import sys
 from pathlib import Path
 
 import pyro
 import torch
 
 from bayes_nest import metrics
+from bayes_nest._bench import write_result
 from bayes_nest.data import load_dataset
 from bayes_nest.infer import BNNN, fit_fn3
 from bayes_nest.models import MLP
@@ -41,17 +39,6 @@ from bayes_nest.subnet import CostModel, full, use
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STAGE_FRACTIONS = (0.08, 0.25, 1.0)
-
-
-def machine_info() -> dict:
-    return {
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }
 
 
 def fn3_predict(net):
@@ -185,15 +172,7 @@ def main() -> None:
     summary["met"] = summary["accuracy_gain_pp"] > 0
     print(json.dumps(summary, indent=1))
     out = args.out or RESULTS / ("cascade_quick.json" if args.quick else "cascade.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    result = {
-        "name": "cascade",
-        "config": config,
-        "machine": machine_info(),
-        "rows": rows,
-        "summary": summary,
-    }
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out, "cascade", config, rows, summary)
     print(f"wrote {out}")
 
 

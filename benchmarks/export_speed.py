@@ -23,30 +23,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import sys
 from pathlib import Path
 
 import torch
 
+from bayes_nest._bench import write_result
 from bayes_nest.models import MLP, ConvNet, ResNet
 from bayes_nest.nn import axes
 from bayes_nest.subnet import cost, export, full, measure_latency, use
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def machine_info() -> dict:
-    return {
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }
 
 
 def models() -> dict[str, tuple[torch.nn.Module, tuple[int, ...]]]:
@@ -192,15 +179,7 @@ def main() -> None:
     }
     print(json.dumps({k: v for k, v in summary.items() if k != "definitions"}, indent=1))
     out = args.out or RESULTS / ("export_speed_quick.json" if args.quick else "export_speed.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    result = {
-        "name": "export_speed",
-        "config": run_config,
-        "machine": machine_info(),
-        "rows": rows,
-        "summary": summary,
-    }
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out, "export_speed", run_config, rows, summary)
     print(f"wrote {out}")
 
 

@@ -25,15 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from bayes_nest._bench import write_result
 from bayes_nest.data import load_dataset
 from bayes_nest.infer import fit_fn3
 from bayes_nest.models import MLP
@@ -42,17 +40,6 @@ from bayes_nest.subnet import CostModel
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SEARCHES = ("greedy", "greedy_down", "exhaustive", "random", "evolutionary")
-
-
-def machine_info() -> dict:
-    return {
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }
 
 
 def run_seed(seed: int, epochs: int, n_budgets: int) -> tuple[list[dict], dict]:
@@ -197,15 +184,7 @@ def main() -> None:
     out = args.out or RESULTS / (
         "search_quality_quick.json" if args.quick else "search_quality.json"
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    result = {
-        "name": "search_quality",
-        "config": config,
-        "machine": machine_info(),
-        "rows": rows,
-        "summary": summary,
-    }
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out, "search_quality", config, rows, summary)
     print(f"wrote {out}")
 
 
