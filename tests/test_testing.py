@@ -1,0 +1,51 @@
+"""The tolerance helper: accepts reordering noise, rejects real differences, names them."""
+
+import numpy as np
+import pytest
+import torch
+
+from bayes_nest.testing import assert_close, tolerances
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_reordered_sums_pass(dtype):
+    generator = torch.Generator().manual_seed(0)
+    values = torch.randn(10_000, generator=generator, dtype=dtype)
+    assert_close(values.sum(), values[torch.randperm(10_000, generator=generator)].sum(), scale=10)
+    assert_close(values.reshape(100, 100).sum(0).sum(), values.sum(), scale=10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_differences_above_tolerance_fail_and_are_named(dtype):
+    rtol, atol = tolerances(dtype)
+    expected = torch.tensor([1.0, 2.0, 3.0], dtype=dtype)
+    actual = expected.clone()
+    actual[1] += 2.0 * (atol + rtol * 2.0) + 1e-3 * float(dtype == torch.float32)
+    with pytest.raises(AssertionError, match="1 of 3 values differ at flat index 1"):
+        assert_close(actual, expected)
+    assert_close(actual, expected, scale=1e4)
+
+
+def test_float64_tolerance_is_tighter_than_float32():
+    assert tolerances(torch.float64)[0] < tolerances(torch.float32)[0]
+    assert tolerances(np.float32) == tolerances(torch.float32)
+    assert tolerances(torch.int64) == (0.0, 0.0)
+    with pytest.raises(AssertionError):
+        assert_close(1.0 + 1e-7, 1.0)
+    assert_close(1.0 + 1e-7, 1.0, dtype=torch.float32)
+
+
+def test_shapes_nans_and_containers():
+    with pytest.raises(AssertionError, match="shapes differ"):
+        assert_close(torch.zeros(2), torch.zeros(3))
+    assert_close(torch.tensor([float("nan"), float("inf")]), np.array([np.nan, np.inf]))
+    with pytest.raises(AssertionError, match="NaNs in different places"):
+        assert_close(torch.tensor([float("nan")]), torch.tensor([0.0]))
+    with pytest.raises(AssertionError, match=r"\['nll'\]"):
+        assert_close({"acc": 0.5, "nll": 1.0}, {"acc": 0.5, "nll": 1.1})
+    with pytest.raises(AssertionError, match="keys differ"):
+        assert_close({"acc": 0.5}, {"nll": 0.5})
+    assert_close([1, 2.0, 3], (1.0, 2.0, 3.0))
+    assert_close(torch.tensor([1, 2]), torch.tensor([1, 2]))
+    with pytest.raises(AssertionError):
+        assert_close(torch.tensor([1, 2]), torch.tensor([1, 3]))
