@@ -73,15 +73,15 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> dict[str, float]
 
     Returns
     -------
-    dict with ``mean``, ``se``, ``low``, ``high`` and ``n``. With one value the interval is
-    unbounded (``low = -inf``, ``high = inf``): one seed says nothing about the spread.
+    dict with ``mean``, ``se``, ``low``, ``high`` and ``n``. With one value ``low`` and ``high``
+    are ``None`` (JSON ``null``): one seed says nothing about the spread.
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     x = _values(values, "values")
     mean, se = mean_se(x)
     if x.size < 2:
-        return {"mean": mean, "se": se, "low": -math.inf, "high": math.inf, "n": 1}
+        return {"mean": mean, "se": se, "low": None, "high": None, "n": 1}
     half = float(stats.t.ppf(0.5 + level / 2, df=x.size - 1)) * se
     return {"mean": mean, "se": se, "low": mean - half, "high": mean + half, "n": int(x.size)}
 

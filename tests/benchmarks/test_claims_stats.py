@@ -1,7 +1,6 @@
 """The shared estimators of the claim benchmarks against independent oracles."""
 
 import importlib.util
-import math
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +39,7 @@ def test_paired_interval_is_the_interval_of_differences_and_scales():
 
 def test_interval_bad_input_and_single_seed():
     one = cs.t_interval([0.5])
-    assert one["mean"] == 0.5 and one["low"] == -math.inf and one["high"] == math.inf
+    assert one["mean"] == 0.5 and one["low"] is None and one["high"] is None
     with pytest.raises(ValueError, match="finite"):
         cs.t_interval([1.0, float("nan")])
     with pytest.raises(ValueError, match="equal lengths"):
