@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+import torch
 from torch import nn
 
 from ..nn.axis import Axis, axes
@@ -111,10 +114,24 @@ class CachedScore:
 
 
 def _as_float(value: Any, what: str, config: Mapping[str, int]) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{what} must return a number, got {value!r} for {dict(config)}") from None
-    if math.isnan(value):
-        raise ValueError(f"{what} returned NaN for config {dict(config)}")
-    return value
+    """``value`` as a finite float; a clear error naming ``config`` and ``value`` otherwise.
+
+    Accepted: real numbers (Python, NumPy) and one-element tensors or arrays. Text, ``None``,
+    booleans, complex numbers, several values, NaN and infinities are refused: a score or cost
+    the search cannot rank would silently reorder the front.
+    """
+    number = value
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        number = value.item()
+    elif isinstance(value, np.ndarray) and value.size == 1:
+        number = value.item()
+    if isinstance(number, bool | np.bool_) or not isinstance(number, numbers.Real):
+        raise TypeError(
+            f"{what} must return a real number, got {value!r} ({type(value).__name__}) for "
+            f"config {dict(config)}"
+        )
+    number = float(number)
+    if not math.isfinite(number):
+        kind = "NaN" if math.isnan(number) else "an infinite value"
+        raise ValueError(f"{what} returned {kind} ({value!r}) for config {dict(config)}")
+    return number

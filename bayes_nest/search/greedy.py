@@ -7,7 +7,9 @@ each axis and keeps the removal with the smallest score loss per unit of cost sa
 
 .. math:: a^\star = \arg\min_a \frac{s(c) - s(c - e_a)}{C(c) - C(c - e_a)},
 
-until every axis is at its always-on minimum. One run gives a whole path of sub-networks, from
+until every axis is at its always-on minimum. Moves that do not change the cost (a bits axis
+under MACs) are not part of this trade-off: each walk keeps such axes at their best-scoring
+value (see :func:`greedy`). One run gives a whole path of sub-networks, from
 which :meth:`Front.best` answers every budget. ``direction="up"`` walks the other way, from the
 smallest network up, adding the block with the largest score gain per unit of cost added; it is
 more accurate at small budgets, where the downward path's early choices (made for large
@@ -59,6 +61,11 @@ def _check_candidates(candidates: int | None) -> int | None:
     return candidates
 
 
+def _same_cost(a: float, b: float) -> bool:
+    """Whether two costs are equal up to float rounding (a move between them is cost-neutral)."""
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
 def _moves(space, cached, current, c_cur, steps, up):
     """Single-axis moves from ``current`` that change the cost: (axis, config, |Δcost|)."""
     moves = []
@@ -70,15 +77,66 @@ def _moves(space, cached, current, c_cur, steps, up):
         cand[name] = (
             min(axis.size, count + steps[name]) if up else max(axis.always_on, count - steps[name])
         )
-        delta = cached.cost(cand) - c_cur if up else c_cur - cached.cost(cand)
-        if delta > 0:
+        c_new = cached.cost(cand)
+        delta = c_new - c_cur if up else c_cur - c_new
+        if delta > 0 and not _same_cost(c_new, c_cur):
             moves.append((name, cand, delta))
     return moves
+
+
+def _neutral_configs(space, cached, current, c_cur, name, step, reach):
+    """Configs that move axis ``name`` by whole steps either way (at most ``reach`` steps each
+    way, ``None``: no limit) while the cost stays that of ``current``."""
+    axis = space.axes[name]
+    found = []
+    for sign in (1, -1):
+        count, taken = current[name], 0
+        while reach is None or taken < reach:
+            nxt = min(axis.size, count + step) if sign > 0 else max(axis.always_on, count - step)
+            if nxt == count:
+                break
+            cand = dict(current)
+            cand[name] = nxt
+            if not _same_cost(cached.cost(cand), c_cur):
+                break
+            found.append(cand)
+            count, taken = nxt, taken + 1
+    return found
+
+
+def _settle(space, cached, current, steps, reach):
+    """Move the axes whose moves cost nothing to their best value.
+
+    For every axis in turn, the cost-neutral configs within ``reach`` steps either way are scored
+    and the best one is taken when it beats the current score; passes repeat until no such move
+    improves the score (the score rises strictly, so this ends). Returns the final config and the
+    configs moved to, in order.
+    """
+    visited = []
+    s_cur, c_cur = cached.score(current), cached.cost(current)
+    improved = True
+    while improved:
+        improved = False
+        for name in space.names:
+            best = None
+            for cand in _neutral_configs(space, cached, current, c_cur, name, steps[name], reach):
+                s = cached.score(cand)
+                if s > s_cur and (best is None or s > best[0]):
+                    best = (s, cand)
+            if best is not None:
+                s_cur, current = best
+                visited.append(dict(current))
+                improved = True
+    return current, visited
 
 
 def _walk(space, cached, current, steps, k, up, bar, until=None) -> list[dict[str, int]]:
     """One greedy walk, stopping once its cost passes ``until``; returns its path of configs."""
     path = [dict(current)]
+    # Cost-neutral axes go to their best value first (every neutral value scored), then are
+    # kept at a local optimum (one step either way) after every move.
+    current, moved = _settle(space, cached, current, steps, None)
+    path += moved
     # Last measured loss (down) or negated gain (up) per unit cost of each axis: lower is better.
     estimate: dict[str, float] = {}
     s_cur, c_cur = cached.score(current), cached.cost(current)
@@ -106,18 +164,27 @@ def _walk(space, cached, current, steps, k, up, bar, until=None) -> list[dict[st
             if best is None or rank < best[0]:
                 best = (rank, cand)
         current = best[1]
-        s_cur, c_cur = cached.score(current), cached.cost(current)
         path.append(dict(current))
+        current, moved = _settle(space, cached, current, steps, 1)
+        path += moved
+        s_cur, c_cur = cached.score(current), cached.cost(current)
         bar.update(1)
         bar.set_postfix(score=f"{s_cur:.4g}", cost=f"{c_cur:.4g}")
     return path
 
 
-def _n_steps(space, config, steps, up) -> int:
-    return sum(
-        math.ceil(((a.size - config[n]) if up else (config[n] - a.always_on)) / steps[n])
-        for n, a in space.axes.items()
-    )
+def _n_steps(space, cached, config, steps, up) -> int:
+    """Moves of a full walk from ``config``, not counting axes whose first move is cost-neutral."""
+    total = 0
+    for name, axis in space.axes.items():
+        blocks = (axis.size - config[name]) if up else (config[name] - axis.always_on)
+        if blocks <= 0:
+            continue
+        cand = dict(config)
+        cand[name] += min(steps[name], blocks) * (1 if up else -1)
+        if not _same_cost(cached.cost(cand), cached.cost(config)):
+            total += math.ceil(blocks / steps[name])
+    return total
 
 
 def greedy(
@@ -168,12 +235,15 @@ def greedy(
     Front
         Every scored config (path steps and the candidates tried at each step);
         ``front.info["path"]`` lists the configs of the (downward, else upward) path in order
-        and ``front.info["paths"]`` every walk's path.
+        (cost-neutral moves included) and ``front.info["paths"]`` every walk's path.
 
     Notes
     -----
-    Axes whose change does not change the cost (e.g. a bits axis under ``"macs"``) are never
-    moved.
+    A move that leaves the cost unchanged (a bits axis under ``"macs"`` or ``"params"``, the
+    paths of a dropped residual block) is free, so it is never traded against cost: each walk
+    first scores every cost-neutral value of every axis and takes the best one, and after every
+    move it takes any cost-neutral single step that raises the score (until none does). These
+    moves appear in the path between the cost-changing ones, at the same cost.
     """
     space = Space(module)
     steps = _check_steps(space, step)
@@ -189,7 +259,7 @@ def greedy(
         walks.append((False, space.check(start if start is not None else space.full())))
     if direction in ("up", "both"):
         walks.append((True, space.check(start if start is not None else space.smallest())))
-    total = sum(_n_steps(space, config, steps, up) for up, config in walks)
+    total = sum(_n_steps(space, cached, config, steps, up) for up, config in walks)
     bounds = {False: None, True: None}
     if direction == "both":  # the walks meet halfway in cost
         middle = 0.5 * (cached.cost(space.smallest()) + cached.cost(space.full()))
