@@ -18,6 +18,10 @@ float16        2e-3         1e-3
 Use :func:`assert_close` for every such comparison, and ``==`` only where the computation is
 literally repeated (same operations, same order, same data).
 
+Discrete results (an accuracy, a predicted class) are exact across orders only while no decision
+sits within rounding of its threshold: :func:`argmax_margin` measures how far each prediction is
+from a tie, so a test can state that precondition before it compares accuracies exactly.
+
 Examples
 --------
 >>> import torch
@@ -39,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["TOLERANCES", "assert_close", "tolerances"]
+__all__ = ["TOLERANCES", "argmax_margin", "assert_close", "tolerances"]
 
 #: ``dtype -> (rtol, atol)`` for values computed in a different order.
 TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
@@ -198,3 +202,28 @@ def assert_close(
             f"(abs diff {float(difference.reshape(-1)[worst]):.3g}, rel {relative:.3g}; "
             f"rtol={rtol:.3g}, atol={atol:.3g})"
         )
+
+
+def argmax_margin(scores: torch.Tensor) -> torch.Tensor:
+    r"""Gap between the largest and second-largest entry of each row, :math:`s_{(1)} - s_{(2)}`.
+
+    An argmax (a predicted class) cannot change under a perturbation smaller than half this gap,
+    so accuracies computed in two orders agree exactly when every margin exceeds twice the
+    rounding tolerance of the scores.
+
+    Parameters
+    ----------
+    scores : Tensor, shape ``(..., K)`` with ``K >= 2``
+        Probabilities or logits; the last axis holds the classes.
+
+    Returns
+    -------
+    Tensor, shape ``(...)``
+        Non-negative gaps (zero where the top two entries tie).
+    """
+    if scores.dim() == 0 or scores.shape[-1] < 2:
+        raise ValueError(
+            f"scores need at least two classes on the last axis, got {tuple(scores.shape)}"
+        )
+    top_two = scores.detach().topk(2, dim=-1).values
+    return top_two[..., 0] - top_two[..., 1]

@@ -21,6 +21,7 @@ import torch
 
 from bayes_nest.cli import main
 from bayes_nest.pipeline import load_model
+from bayes_nest.testing import argmax_margin, assert_close
 from bayes_nest.workflow import data_for, evaluate_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,13 +134,19 @@ def test_two_processes_train_the_one_process_network_and_rank_0_writes_once(tmp_
 
     a, b = load_model(one), load_model(two)
     assert (a.options["processes"], b.options["processes"]) == (1, 2)
-    for name, value in a.module.state_dict().items():
-        torch.testing.assert_close(b.module.state_dict()[name], value, rtol=1e-4, atol=1e-5)
+    # Averaging gradients across two processes reorders sums: equal up to rounding that three
+    # epochs of training accumulate.
+    assert_close(b.module.state_dict(), a.module.state_dict(), scale=10)
     test = data_for(a, data).test
     for config in ({}, SMALL):
-        acc_a = evaluate_config(a, test, config, ood=None)["accuracy"]
-        acc_b = evaluate_config(b, test, config, ood=None)["accuracy"]
-        assert acc_a == acc_b
+        scores_a, probs_a = evaluate_config(a, test, config, ood=None, return_probs=True)
+        scores_b, probs_b = evaluate_config(b, test, config, ood=None, return_probs=True)
+        assert_close(probs_b, probs_a, scale=100)
+        # The same predicted class wherever the top two classes are not (nearly) tied.
+        near_tie = argmax_margin(probs_a.mean(0)) < 1e-3
+        same_class = probs_a.mean(0).argmax(-1) == probs_b.mean(0).argmax(-1)
+        assert bool(same_class[~near_tie].all())
+        assert abs(scores_a["accuracy"] - scores_b["accuracy"]) <= float(near_tie.float().mean())
     assert evaluate_config(a, test, {}, ood=None)["accuracy"] > 0.5  # trained (chance: ~1/3)
 
 
@@ -229,8 +236,7 @@ def test_distributed_trainer_in_one_process_equals_plain_fit(tmp_path, capsys, d
     code, out, _ = fit(capsys, "--data", data, *FIT, "--distributed", "--out", dist)
     assert code == 0 and "1 process(es) (one process)" in out
     a, b = load_model(plain).module.state_dict(), load_model(dist).module.state_dict()
-    for name in a:
-        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6)
+    assert_close(b, a)  # the same steps; gradients pass through the one-rank all-reduce
 
 
 @pytest.mark.parametrize("method", ["fn3", "bnnn"])
@@ -248,8 +254,8 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path, capsys, data, 
     assert b.history["epoch"] == [1, 2, 3]
     state_a = a.bnnn.state_dict() if method == "bnnn" else a.module.state_dict()
     state_b = b.bnnn.state_dict() if method == "bnnn" else b.module.state_dict()
-    for name, value in state_a.items():
-        torch.testing.assert_close(state_b[name], value, rtol=0, atol=0)
+    # Bit-identical: the resumed run repeats the same operations on the same data in order.
+    assert_close(state_b, state_a, rtol=0, atol=0)
 
 
 @pytest.mark.slow
@@ -265,8 +271,7 @@ def test_two_process_jobs_resume_checkpoints(tmp_path, capsys, data):
     run = torchrun(tmp_path, *flags, "--checkpoint", ckpt, "--resume", "--out", part, "--force")
     assert run.returncode == 0, run.stderr[-3000:]
     a, b = load_model(whole).bnnn.state_dict(), load_model(part).bnnn.state_dict()
-    for name in a:
-        torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-5)
+    assert_close(b, a, scale=10)
 
     fn3 = ["--data", data, *FIT]
     one, two, ckpt = tmp_path / "one.ckpt", tmp_path / "two.ckpt", tmp_path / "fn3.ckpt"
@@ -275,5 +280,4 @@ def test_two_process_jobs_resume_checkpoints(tmp_path, capsys, data):
     run = torchrun(tmp_path, *fn3, "--checkpoint", ckpt, "--resume", "--out", two, "--force")
     assert run.returncode == 0, run.stderr[-3000:]
     a, b = load_model(one).module.state_dict(), load_model(two).module.state_dict()
-    for name in a:
-        torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-5)
+    assert_close(b, a, scale=10)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from bayes_nest.testing import assert_close, tolerances
+from bayes_nest.testing import argmax_margin, assert_close, tolerances
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -49,3 +49,13 @@ def test_shapes_nans_and_containers():
     assert_close(torch.tensor([1, 2]), torch.tensor([1, 2]))
     with pytest.raises(AssertionError):
         assert_close(torch.tensor([1, 2]), torch.tensor([1, 3]))
+
+
+def test_argmax_margin_is_the_gap_between_the_two_largest_entries():
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(3, 50, 7, generator=generator)
+    ordered = scores.sort(dim=-1, descending=True).values
+    assert_close(argmax_margin(scores), ordered[..., 0] - ordered[..., 1], rtol=0, atol=0)
+    assert argmax_margin(torch.tensor([[0.4, 0.2, 0.4]])).tolist() == [0.0]
+    with pytest.raises(ValueError, match=r"\(5, 1\)"):
+        argmax_margin(torch.zeros(5, 1))

@@ -8,6 +8,7 @@ from pyro.infer import TraceMeanField_ELBO
 from bayes_nest.infer.bnnn import BNNN
 from bayes_nest.infer.bnnn_loss import mean_field_loss
 from bayes_nest.models import MLP, ConvNet
+from bayes_nest.testing import assert_close, tolerances
 
 
 @pytest.fixture(autouse=True)
@@ -43,11 +44,13 @@ def _both(bnnn, x, y, num_particles, seed=3):
 
 
 def _assert_equal(pyro_loss, fast_loss, pyro_grads, fast_grads):
-    torch.testing.assert_close(fast_loss, pyro_loss, rtol=1e-5, atol=1e-4)
+    # The same draws (hard straight-through masks included: one argmax of the same perturbed
+    # scores) summed by two formulas in float32: equal up to accumulated rounding.
+    assert_close(fast_loss, pyro_loss, scale=10)
     assert all(a is not None and b is not None for a, b in zip(pyro_grads, fast_grads, strict=True))
-    scale = max(float(a.abs().max()) for a in pyro_grads)  # float32 rounding of the largest
+    largest = max(float(a.abs().max()) for a in pyro_grads)  # float32 rounding of the largest
     for a, b in zip(pyro_grads, fast_grads, strict=True):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5 * scale)
+        assert_close(b, a, rtol=tolerances(torch.float32)[0] * 10, atol=1e-5 * largest)
 
 
 @pytest.mark.parametrize("straight_through", [True, False])

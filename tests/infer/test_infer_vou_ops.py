@@ -10,6 +10,7 @@ from bayes_nest.distributions import Downhill, DownhillStraightThrough
 from bayes_nest.infer.vou import VariationalOrderingUnit
 from bayes_nest.infer.vou_ops import draw_mask, gumbel_noise, keep_terms
 from bayes_nest.nn import Axis
+from bayes_nest.testing import argmax_margin, assert_close
 
 
 def _log_prior(pi, d, dtype=torch.float64):
@@ -24,10 +25,10 @@ def test_keep_terms_values_match_the_distributions():
     log_q, marginals, kl = keep_terms(logits, _log_prior(0.8, 5), always_on=2)
     posterior = Downhill(keep_logits=logits, temperature=0.5)
     prior = Downhill(keep_probs=torch.full((5,), 0.8, dtype=torch.float64), temperature=0.5)
-    torch.testing.assert_close(log_q, posterior.index_distribution.logits)
+    assert_close(log_q, posterior.index_distribution.logits)
     beta = torch.sigmoid(logits)
-    torch.testing.assert_close(marginals, torch.cat([torch.ones(2).double(), beta.cumprod(0)]))
-    torch.testing.assert_close(kl, kl_divergence(posterior, prior))
+    assert_close(marginals, torch.cat([torch.ones(2).double(), beta.cumprod(0)]))
+    assert_close(kl, kl_divergence(posterior, prior))
 
 
 def test_keep_terms_gradients_by_gradcheck():
@@ -52,8 +53,12 @@ def test_draw_mask_equals_a_downhill_draw_from_the_same_noise(straight_through):
         torch.manual_seed(seed)
         gumbel = gumbel_noise(7, dtype=torch.float32, device=torch.device("cpu"))
         value = draw_mask(log_q, gumbel, 0.4, straight_through=straight_through, always_on=1)
-        assert value[0] == 1.0
-        torch.testing.assert_close(value[1:], expected.detach(), rtol=1e-5, atol=1e-6)
+        assert value[0] == 1.0  # the always-on block: a constant
+        if straight_through:
+            # A hard mask is the argmax of the perturbed scores: the two formulas agree exactly
+            # unless rounding could flip a near tie, which these draws do not have.
+            assert float(argmax_margin((log_q.flip(-1) + gumbel) / 0.4)) > 1e-4
+        assert_close(value[1:], expected.detach())
 
 
 @pytest.mark.parametrize("straight_through", [True, False])
@@ -70,7 +75,7 @@ def test_draw_mask_gradient_is_the_relaxed_samples(straight_through):
     gumbel = gumbel_noise(5, dtype=torch.float32, device=torch.device("cpu"))
     value = draw_mask(log_q, gumbel, 0.7, straight_through=straight_through)
     got = torch.autograd.grad((value * weights).sum(), logits)[0]
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+    assert_close(got, expected, scale=10)  # a hand-written backward vs autograd's chain
 
 
 def test_draw_mask_gradients_by_gradcheck():
@@ -86,19 +91,19 @@ def test_draw_mask_gradients_by_gradcheck():
         weights = torch.randn(5, dtype=torch.float64)
         got = torch.autograd.grad((value * weights).sum(), log_q)[0]
         want = torch.autograd.grad((relaxed(log_q) * weights).sum(), log_q)[0]
-        torch.testing.assert_close(got, want)
+        assert_close(got, want)
 
 
 def test_unit_step_terms_and_draws_use_its_parameters():
     axis = Axis("layer", "width", 5, 1)
     vou = VariationalOrderingUnit(axis, init_keep_prob=0.7, temperature=0.5)
     log_q, marginals, kl = vou.step_terms(0.9)
-    torch.testing.assert_close(log_q, vou.keep_count_log_probs())
-    torch.testing.assert_close(marginals, vou.block_marginals())
-    torch.testing.assert_close(kl, kl_divergence(vou.distribution(), vou.prior(0.9)))
+    assert_close(log_q, vou.keep_count_log_probs())
+    assert_close(marginals, vou.block_marginals())
+    assert_close(kl, kl_divergence(vou.distribution(), vou.prior(0.9)))
     torch.manual_seed(1)
     expected = vou.distribution().rsample()
     torch.manual_seed(1)
     mask = vou.draw_block_mask(log_q)
-    torch.testing.assert_close(mask, torch.cat([torch.ones(1), expected.detach()]))
+    assert_close(mask, torch.cat([torch.ones(1), expected.detach()]))
     assert vou.log_prior_counts(0.9) is vou.log_prior_counts(0.9)  # cached
