@@ -1,52 +1,51 @@
-"""One FN3 training run versus networks trained independently at each width and bit-width.
+"""One FN3 training run versus tuned, early-stopped networks trained independently at each size.
 
-Claim: a single ordered-dropout (FN3) run gives sub-networks about as accurate as networks of the
-same size trained on their own, for a fraction of the total training time.
+Protocol (pre-registered, version 1): ``benchmarks/protocols/fn3_vs_independent.md``.
 
-Setup, per dataset (digits, MNIST-1D) and seed:
+Claim (FN3 abstract): one training gives a nested set of models, each about as good as a model of
+its size trained on its own, for a fraction of the cost. Tested as: every FN3 sub-network within
+1 pp of the independent network of its size (two FN3 runs: one nesting width, one nesting bits),
+the *single* joint run (width and bits nested together) within 2 pp, and the one joint run costing
+at most half of the 7 independent runs it replaces.
 
-* width family -- FN3 trains ``MLP(d, [128, 128], 10, groups=16)`` once; its uniform-width
-  sub-networks with ``n`` of 16 groups per hidden layer (``n`` = 2, 4, 8, 16, i.e. 16 to 128
-  units) are compared with plain ``MLP(d, [8n, 8n], 10)`` networks trained independently;
-* bits family -- FN3 trains ``MLP(d, [128, 128], 10, bits=8)`` (weights quantized by nested bit
-  truncation, width not nested) once; its 2-, 4- and 8-bit sub-networks are compared with
-  ``MLP(..., bits=b)`` networks trained at a fixed ``b`` bits;
-* joint (reported, not selected) -- one FN3 run (``tuned`` recipe) nesting width *and* bits,
-  ``MLP(d, [128, 128], 10, groups=16, bits=8)``, scored at the same widths (8 bits) and bit-widths
-  (full width) against the same independent networks.
+Setup, per dataset (digits, MNIST-1D): widths ``[h, h]`` with h = 16, 32, 64, 128 (FN3 keeps
+2, 4, 8, 16 of 16 groups) and bit-widths 2, 4, 8 at full width. Every run -- each independent
+network, the FN3 width run, the FN3 bits run and the joint run -- gets early stopping on the
+validation split (patience 20 epochs, best epoch restored; nested runs score the mean validation
+accuracy of the sub-networks they are compared at) and the same 4 tuning trials on a tuning split
+(seed 100), chosen by validation accuracy. Then 5 evaluation seeds; test accuracy per size, paired
+gaps (independent - FN3) with 95 % t-intervals. Training times exclude validation scoring.
 
-Every network is trained with Adam (lr 1e-3), batch 128 and the same number of epochs; accuracy
-is on the test split, averaged over seeds (spread = standard deviation over seeds). FN3 recipes:
-``default`` (truncated geometric, π = 0.9, independent draws per axis, as in the paper) and
-``tuned`` (π = 0.9 for width and 0.5 for bits, comonotone draws across the layers of a kind, and
-the full network in every step as the teacher of the sampled one: sandwich rule with in-place
-distillation). The recipe of the
-summary is picked per dataset by mean *validation* accuracy over the compared sub-networks (the
-test split plays no part in the choice). Times are wall-clock training times on one thread.
-
-Run ``python benchmarks/fn3_vs_independent.py`` (full) or ``--quick`` (under a minute).
+Run ``python benchmarks/fn3_vs_independent.py`` (full) or ``--quick`` (1 seed, 1 trial, a few
+epochs: a smoke test, written to ``results/fn3_vs_independent_quick.json``).
 """
 
 from __future__ import annotations
 
-import json
 import statistics
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from claims_stats import early_stopping, mean_se, paired_interval, run_grid
+from tqdm.auto import tqdm
 
-from bayes_nest._bench import benchmark_args, write_result
+from bayes_nest._bench import benchmark_args, print_table, write_result
 from bayes_nest.data import as_loader, load_dataset
 from bayes_nest.infer import FN3Trainer, evaluate
 from bayes_nest.models import MLP
 
-RESULTS = Path(__file__).resolve().parent / "results" / "fn3_vs_independent.json"
-HIDDEN, GROUPS, BLOCK = 128, 16, 8
+PROTOCOL_VERSION = 1
+RESULTS = Path(__file__).resolve().parent / "results"
+HIDDEN, GROUPS, BLOCK, BATCH = 128, 16, 8, 128
 WIDTHS = (2, 4, 8, 16)  # groups kept per hidden layer
 BITS = (2, 4, 8)
+TUNING_SEED, SEEDS, PATIENCE = 100, [0, 1, 2, 3, 4], 20
+MAX_EPOCHS = {"digits": 300, "mnist1d": 200}
+QUICK_EPOCHS, QUICK_PATIENCE = {"digits": 10, "mnist1d": 4}, 3
 RECIPES = {
     "default": {"keep_prob": 0.9},
     "tuned": {
@@ -56,208 +55,270 @@ RECIPES = {
         "distill": True,
     },
 }
+INDEPENDENT_GRID = {"lr": [1e-3, 3e-3], "weight_decay": [0.0, 1e-4]}
+FN3_GRID = {"lr": [1e-3, 3e-3], "recipe": list(RECIPES)}
 
 
-def train_independent(model, data, epochs: int, seed: int) -> float:
-    """Plain training (same optimizer, batches and per-step bookkeeping as the FN3 trainer)."""
+def width_config(n: int) -> dict[str, int]:
+    return {"hidden.0": n, "hidden.1": n}
+
+
+# Each run: (family, name) -> how to build it and the sub-networks it is scored at.
+def runs() -> dict[str, dict]:
+    spec = {}
+    for n in WIDTHS:
+        spec[f"independent/width/{n}"] = {
+            "net": {"hidden": BLOCK * n},
+            "cells": {("width", n): None},
+        }
+    for b in BITS:
+        spec[f"independent/bits/{b}"] = {"net": {"bits": b}, "cells": {("bits", b): None}}
+    spec["fn3/width"] = {
+        "net": {"groups": GROUPS},
+        "cells": {("width", n): width_config(n) for n in WIDTHS},
+    }
+    spec["fn3/bits"] = {"net": {"bits": 8}, "cells": {("bits", b): {"bits": b} for b in BITS}}
+    joint = {("width", n): width_config(n) for n in WIDTHS}
+    joint.update({("bits", b): {"bits": b} for b in BITS})
+    spec["joint"] = {"net": {"groups": GROUPS, "bits": 8}, "cells": joint}
+    return spec
+
+
+def build(bundle, seed: int, hidden: int = HIDDEN, groups: int = 1, bits: int | None = None):
     torch.manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loader = as_loader(data, 128, shuffle=True, seed=seed)
-    model.train()
-    start = time.perf_counter()
-    for _ in range(epochs):
-        for x, y in loader:
-            optimizer.zero_grad(set_to_none=True)
-            out = model(x)
-            loss = F.cross_entropy(out, y)
-            if not torch.isfinite(loss.detach()):
-                raise FloatingPointError("non-finite loss")
-            loss.backward()
-            int((out.detach().argmax(-1) == y).sum())
-            optimizer.step()
-    return time.perf_counter() - start
+    kwargs = {"groups": groups} if groups > 1 else {"groups": 1, "always_on": 1}
+    if bits is not None:
+        kwargs["bits"] = bits
+    return MLP(bundle.num_features, [hidden, hidden], bundle.num_classes, **kwargs)
 
 
-def train_fn3(model, data, epochs: int, seed: int, recipe: dict) -> float:
-    trainer = FN3Trainer(model, seed=seed, progress=False, **recipe)
-    start = time.perf_counter()
-    trainer.fit(data, epochs=epochs)
-    return time.perf_counter() - start
+def epoch_trainer(name: str, net, bundle, seed: int, setting: dict):
+    """A callable running one more training epoch of ``net`` with ``setting``."""
+    if name.startswith("independent"):
+        optimizer = torch.optim.Adam(
+            net.parameters(), lr=setting["lr"], weight_decay=setting["weight_decay"]
+        )
+        loader = as_loader(bundle.train, BATCH, shuffle=True, seed=seed)
 
+        def step() -> None:
+            net.train()
+            for x, y in loader:
+                optimizer.zero_grad(set_to_none=True)
+                F.cross_entropy(net(x), y).backward()
+                optimizer.step()
 
-def scores(model, bundle, config=None) -> tuple[float, float]:
-    return (
-        evaluate(model, bundle.test, config)["accuracy"],
-        evaluate(model, bundle.val, config)["accuracy"],
+        return step
+    trainer = FN3Trainer(
+        net,
+        optimizer=lambda p: torch.optim.Adam(p, lr=setting["lr"]),
+        batch_size=BATCH,
+        seed=seed,
+        progress=False,
+        **RECIPES[setting["recipe"]],
     )
+    return lambda: trainer.fit(bundle.train, epochs=trainer.epoch + 1)
 
 
-def run_seed(bundle, epochs: int, seed: int, recipes: dict) -> tuple[list, dict]:
-    """Train every network of one seed; return result records and training times."""
-    d = bundle.num_features
-    records, times = [], defaultdict(float)
-
-    def new(hidden, **kwargs):
-        torch.manual_seed(seed)
-        return MLP(d, [hidden, hidden], 10, **kwargs)
-
-    for n in WIDTHS:
-        net = new(BLOCK * n, groups=1, always_on=1)
-        times["independent/width"] += train_independent(net, bundle.train, epochs, seed)
-        test, val = scores(net, bundle)
-        records.append(("width", n, "independent", test, val))
-    for b in BITS:
-        net = new(HIDDEN, groups=1, always_on=1, bits=b)
-        times["independent/bits"] += train_independent(net, bundle.train, epochs, seed)
-        test, val = scores(net, bundle)
-        records.append(("bits", b, "independent", test, val))
-    for name, recipe in recipes.items():
-        net = new(HIDDEN, groups=GROUPS)
-        times[f"{name}/width"] += train_fn3(net, bundle.train, epochs, seed, recipe)
-        for n in WIDTHS:
-            test, val = scores(net, bundle, {"hidden.0": n, "hidden.1": n})
-            records.append(("width", n, name, test, val))
-        net = new(HIDDEN, groups=1, always_on=1, bits=8)
-        times[f"{name}/bits"] += train_fn3(net, bundle.train, epochs, seed, recipe)
-        for b in BITS:
-            test, val = scores(net, bundle, {"bits": b})
-            records.append(("bits", b, name, test, val))
-    joint = new(HIDDEN, groups=GROUPS, bits=8)
-    times["joint/all"] += train_fn3(joint, bundle.train, epochs, seed, RECIPES["tuned"])
-    for n in WIDTHS:
-        test, val = scores(joint, bundle, {"hidden.0": n, "hidden.1": n})
-        records.append(("width", n, "joint", test, val))
-    for b in BITS:
-        test, val = scores(joint, bundle, {"bits": b})
-        records.append(("bits", b, "joint", test, val))
-    return records, dict(times)
+def accuracy(net, split, cells: dict) -> dict:
+    return {cell: evaluate(net, split, config)["accuracy"] for cell, config in cells.items()}
 
 
-def spread(values: list[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else 0.0
+def train_run(name: str, bundle, seed: int, setting: dict, max_epochs: int, patience: int):
+    """Train one run with early stopping; return the network, training seconds and epochs."""
+    spec = runs()[name]
+    net = build(bundle, seed, **spec["net"])
+    step = epoch_trainer(name, net, bundle, seed, setting)
+    seconds = [0.0]
+
+    def timed_step() -> None:
+        start = time.perf_counter()
+        step()
+        seconds[0] += time.perf_counter() - start
+
+    def val_score() -> float:
+        return statistics.mean(accuracy(net, bundle.val, spec["cells"]).values())
+
+    info = early_stopping(net, timed_step, val_score, max_epochs=max_epochs, patience=patience)
+    return net, seconds[0], info
 
 
-def main() -> None:
-    args = benchmark_args(__doc__, RESULTS, "1 seed, few epochs (< 1 minute)")
+def tune(dataset: str, name: str, max_epochs: int, patience: int, quick: bool):
+    bundle = load_dataset(dataset, seed=TUNING_SEED)
+    grid = INDEPENDENT_GRID if name.startswith("independent") else FN3_GRID
+    if quick:
+        grid = {key: values[:1] for key, values in grid.items()}
+    seconds = [0.0]
+
+    def trial(setting: dict) -> float:
+        _, spent, info = train_run(name, bundle, TUNING_SEED, setting, max_epochs, patience)
+        seconds[0] += spent
+        return info["best_score"]
+
+    best, table = run_grid(grid, trial, minimize=False, label=f"{dataset} {name}")
+    return best, table, seconds[0]
+
+
+def run_dataset(dataset: str, seeds: list[int], max_epochs: int, patience: int, quick: bool):
+    records, times, tuning, chosen = [], defaultdict(float), [], {}
+    for name in runs():
+        chosen[name], table, spent = tune(dataset, name, max_epochs, patience, quick)
+        times[f"tuning/{name.split('/')[0]}"] += spent
+        tuning += [{"kind": "tuning", "dataset": dataset, "run": name, **r} for r in table]
+    for seed in tqdm(seeds, desc=dataset, leave=False):
+        bundle = load_dataset(dataset, seed=seed)
+        for name, spec in runs().items():
+            net, spent, info = train_run(name, bundle, seed, chosen[name], max_epochs, patience)
+            times[name.split("/")[0] if name.startswith("independent") else name] += spent
+            for (family, level), test in accuracy(net, bundle.test, spec["cells"]).items():
+                method = "independent" if name.startswith("independent") else name.split("/")[0]
+                records.append(
+                    {
+                        "kind": "seed",
+                        "dataset": dataset,
+                        "seed": seed,
+                        "family": family,
+                        "level": level,
+                        "method": method,
+                        "test_accuracy": test,
+                        "best_epoch": info["best_epoch"],
+                        "epochs_run": info["epochs_run"],
+                        "train_seconds": spent,
+                    }
+                )
+    return records, dict(times), tuning, chosen
+
+
+def _seed_accuracies(records: list[dict], key: tuple) -> list[float]:
+    """Test accuracies of one (dataset, family, level, method), in seed order."""
+    sel = [r for r in records if (r["dataset"], r["family"], r["level"], r["method"]) == key]
+    return [r["test_accuracy"] for r in sorted(sel, key=lambda r: r["seed"])]
+
+
+def cells(records: list[dict]) -> list[dict]:
+    """Per dataset, size and nested method: accuracies ± s.e. and the paired gap's interval."""
+    out = []
+    keys = sorted({(r["dataset"], r["family"], r["level"], r["method"]) for r in records})
+    for dataset, family, level, method in keys:
+        if method == "independent":
+            continue
+
+        ind = _seed_accuracies(records, (dataset, family, level, "independent"))
+        fn3 = _seed_accuracies(records, (dataset, family, level, method))
+        gap = paired_interval(ind, fn3, scale=100.0)
+        out.append(
+            {
+                "kind": "cell",
+                "dataset": dataset,
+                "family": family,
+                "level": level,
+                "units" if family == "width" else "bits": BLOCK * level
+                if family == "width"
+                else level,
+                "method": method,
+                "fn3_accuracy": mean_se(fn3)[0],
+                "fn3_accuracy_se": mean_se(fn3)[1],
+                "independent_accuracy": mean_se(ind)[0],
+                "independent_accuracy_se": mean_se(ind)[1],
+                "gap_pp": gap["mean"],
+                "gap_pp_interval": [gap["low"], gap["high"]],
+            }
+        )
+    return out
+
+
+def summarize(table: list[dict], times: dict[str, dict]) -> dict:
+    def worst(method: str) -> dict:
+        return max((c for c in table if c["method"] == method), key=lambda c: c["gap_pp"])
+
+    def total(key: str) -> float:
+        return sum(t.get(key, 0.0) for t in times.values())
+
+    fn3_worst, joint_worst = worst("fn3"), worst("joint")
+    independent = total("independent")
+    summary = {
+        "max_accuracy_gap_pp": fn3_worst["gap_pp"],
+        "max_accuracy_gap_pp_interval": fn3_worst["gap_pp_interval"],
+        "max_accuracy_gap_cell": f"{fn3_worst['dataset']} {fn3_worst['family']} {fn3_worst['level']}",
+        "joint_max_accuracy_gap_pp": joint_worst["gap_pp"],
+        "joint_max_accuracy_gap_pp_interval": joint_worst["gap_pp_interval"],
+        "joint_max_accuracy_gap_cell": (
+            f"{joint_worst['dataset']} {joint_worst['family']} {joint_worst['level']}"
+        ),
+        "train_time_ratio": total("joint") / independent,
+        "train_time_ratio_definition": "seconds of the one joint run / the 7 independent runs it "
+        "replaces, summed over datasets and seeds (early-stopped, validation excluded)",
+        "two_run_train_time_ratio": (total("fn3/width") + total("fn3/bits")) / independent,
+        "train_time_ratio_with_tuning": (total("joint") + total("tuning/joint"))
+        / (independent + total("tuning/independent")),
+        "targets": {
+            "max_accuracy_gap_pp": "<= 1.0",
+            "joint_max_accuracy_gap_pp": "<= 2.0",
+            "train_time_ratio": "<= 0.5",
+        },
+    }
+    summary["verdict"] = {
+        "accuracy": summary["max_accuracy_gap_pp"] <= 1.0
+        and summary["joint_max_accuracy_gap_pp"] <= 2.0,
+        "cost": summary["train_time_ratio"] <= 0.5,
+        "cells_missing_target": [
+            f"{c['dataset']} {c['method']} {c['family']} {c['level']}"
+            for c in table
+            if c["gap_pp_interval"][0] is not None
+            and c["gap_pp_interval"][0] > (1.0 if c["method"] == "fn3" else 2.0)
+        ],
+    }
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    default_out = RESULTS / "fn3_vs_independent.json"
+    args = benchmark_args(__doc__, default_out, "1 seed, 1 trial, few epochs (< 1 minute)", argv)
     torch.set_num_threads(1)
-
-    seeds = [0] if args.quick else [0, 1, 2]
-    epochs = {"digits": 30, "mnist1d": 15} if args.quick else {"digits": 300, "mnist1d": 200}
-    recipes = {"default": RECIPES["default"]} if args.quick else RECIPES
+    seeds = SEEDS[:1] if args.quick else SEEDS
+    epochs = QUICK_EPOCHS if args.quick else MAX_EPOCHS
+    patience = QUICK_PATIENCE if args.quick else PATIENCE
+    out = args.out
+    if args.quick and out == default_out:
+        out = RESULTS / "fn3_vs_independent_quick.json"
+    start = time.perf_counter()
+    records, tuning, times, chosen = [], [], {}, {}
+    for dataset, max_epochs in epochs.items():
+        recs, times[dataset], tune_rows, chosen[dataset] = run_dataset(
+            dataset, seeds, max_epochs, patience, args.quick
+        )
+        records += recs
+        tuning += tune_rows
+    table = cells(records)
+    summary = summarize(table, times)
+    summary["train_seconds"] = times
+    summary["chosen_settings"] = chosen
+    summary["run_seconds"] = time.perf_counter() - start
+    print_table(
+        table,
+        ["dataset", "family", "level", "method", "fn3_accuracy", "independent_accuracy", "gap_pp"],
+    )
+    for key, value in summary.items():
+        print(f"{key}: {value}")
     config = {
-        "datasets": list(epochs),
-        "epochs": epochs,
+        "protocol_version": PROTOCOL_VERSION,
+        "protocol": "benchmarks/protocols/fn3_vs_independent.md",
+        "quick": args.quick,
         "seeds": seeds,
+        "tuning_seed": TUNING_SEED,
+        "max_epochs": epochs,
+        "patience": patience,
         "hidden": [HIDDEN, HIDDEN],
         "groups": GROUPS,
-        "widths_in_groups": list(WIDTHS),
         "widths_in_units": [BLOCK * n for n in WIDTHS],
         "bits": list(BITS),
-        "optimizer": "Adam lr=1e-3, batch 128",
-        "recipes": recipes,
-        "joint_recipe": RECIPES["tuned"],
+        "grids": {"independent": INDEPENDENT_GRID, "fn3": FN3_GRID},
+        "recipes": RECIPES,
+        "tuning_rule": "highest validation accuracy at the early-stopping epoch",
         "threads": 1,
-        "quick": args.quick,
     }
-    # Warm-up (first-call costs of torch's optimizer and autograd are not training time).
-    warm = load_dataset("digits", seed=0)
-    train_independent(MLP(64, [16], 10, groups=1, always_on=1), warm.train, 1, 0)
-    train_fn3(MLP(64, [16], 10, groups=2, bits=4), warm.train, 1, 0, RECIPES["tuned"])
-
-    rows, summary_parts = [], {}
-    for dataset, n_epochs in epochs.items():
-        bundle = load_dataset(dataset, seed=0)
-        acc = defaultdict(list)  # (family, level, method) -> [(test, val)] over seeds
-        times = defaultdict(list)
-        for seed in seeds:
-            print(f"{dataset}: seed {seed}, {n_epochs} epochs ...", flush=True)
-            records, seed_times = run_seed(bundle, n_epochs, seed, recipes)
-            for family, level, method, test, val in records:
-                acc[family, level, method].append((test, val))
-            for key, value in seed_times.items():
-                times[key].append(value)
-        methods = list(recipes) + ["joint"]
-        # Recipe choice by mean validation accuracy over all compared sub-networks.
-        val_mean = {
-            m: statistics.mean(v for (f, lv, mm), vals in acc.items() if mm == m for _, v in vals)
-            for m in recipes
-        }
-        chosen = max(recipes, key=lambda m: val_mean[m])
-        gaps = defaultdict(list)
-        for (family, level, method), values in sorted(acc.items()):
-            if method == "independent":
-                continue
-            ind = [t for t, _ in acc[family, level, "independent"]]
-            fn3 = [t for t, _ in values]
-            per_seed_gap = [100 * (i - f) for i, f in zip(ind, fn3, strict=True)]
-            gap = 100 * (statistics.mean(ind) - statistics.mean(fn3))
-            gaps[method].append(gap)
-            rows.append(
-                {
-                    "dataset": dataset,
-                    "family": family,
-                    "level": level,
-                    "units" if family == "width" else "bits": BLOCK * level
-                    if family == "width"
-                    else level,
-                    "method": method,
-                    "fn3_accuracy": statistics.mean(fn3),
-                    "fn3_accuracy_std": spread(fn3),
-                    "independent_accuracy": statistics.mean(ind),
-                    "independent_accuracy_std": spread(ind),
-                    "gap_pp": gap,
-                    "gap_pp_std": spread(per_seed_gap),
-                    "fn3_val_accuracy": statistics.mean(v for _, v in values),
-                }
-            )
-        ind_time = sum(times["independent/width"]) + sum(times["independent/bits"])
-        ratios = {
-            m: (sum(times[f"{m}/width"]) + sum(times[f"{m}/bits"])) / ind_time for m in recipes
-        }
-        ratios["joint"] = sum(times["joint/all"]) / ind_time
-        summary_parts[dataset] = {
-            "chosen_recipe": chosen,
-            "validation_accuracy_by_recipe": val_mean,
-            "max_gap_pp_by_method": {m: max(gaps[m]) for m in methods},
-            "train_time_ratio_by_method": ratios,
-            "train_seconds": {k: sum(v) for k, v in times.items()},
-        }
-
-    print(
-        f"\n{'dataset':8s} {'family':6s} {'lvl':>3s} {'method':16s} "
-        f"{'FN3 acc':>14s} {'indep. acc':>14s} {'gap pp':>12s}"
-    )
-    for r in rows:
-        print(
-            f"{r['dataset']:8s} {r['family']:6s} {r['level']:3d} {r['method']:16s} "
-            f"{100 * r['fn3_accuracy']:7.2f} ± {100 * r['fn3_accuracy_std']:4.2f} "
-            f"{100 * r['independent_accuracy']:7.2f} ± {100 * r['independent_accuracy_std']:4.2f} "
-            f"{r['gap_pp']:+6.2f} ± {r['gap_pp_std']:4.2f}"
-        )
-    chosen = {ds: part["chosen_recipe"] for ds, part in summary_parts.items()}
-    fn3_s = sum(
-        part["train_seconds"][f"{chosen[ds]}/width"] + part["train_seconds"][f"{chosen[ds]}/bits"]
-        for ds, part in summary_parts.items()
-    )
-    ind_s = sum(
-        part["train_seconds"]["independent/width"] + part["train_seconds"]["independent/bits"]
-        for part in summary_parts.values()
-    )
-    max_gap = max(part["max_gap_pp_by_method"][chosen[ds]] for ds, part in summary_parts.items())
-    summary = {
-        "max_accuracy_gap_pp": max_gap,
-        "max_accuracy_gap_pp_definition": "largest (independent - FN3) mean test accuracy in pp "
-        "over widths, bit-widths and datasets, for the recipe chosen per dataset on validation",
-        "train_time_ratio": fn3_s / ind_s,
-        "train_time_ratio_definition": "training time of the FN3 runs (width run + bits run) / "
-        "sum of the independent runs they replace, all datasets and seeds",
-        "targets": {"max_accuracy_gap_pp": "<= 1.0", "train_time_ratio": "<= 0.5"},
-        "met": {"max_accuracy_gap_pp": max_gap <= 1.0, "train_time_ratio": fn3_s / ind_s <= 0.5},
-        "per_dataset": summary_parts,
-    }
-    print(json.dumps({k: v for k, v in summary.items() if k != "per_dataset"}, indent=2))
-    path = write_result(args.out, "fn3_vs_independent", config, rows, summary)
-    print(f"wrote {path}")
+    name = "fn3_vs_independent_quick" if args.quick else "fn3_vs_independent"
+    path = write_result(out, name, config, records + table + tuning, summary)
+    print(f"wrote {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":
