@@ -13,6 +13,7 @@ of their own while rank 0 waits in a collective), in which case they print their
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import sys
@@ -181,23 +182,30 @@ def _fit(args: argparse.Namespace, launch: Launch, ctx: Any) -> None:
             f"repeats {world - n % world} of them to even out the shards",
             stacklevel=2,
         )
-    model = fit(
-        spec,
-        bundle,
-        method,
-        progress=not args.no_progress,
-        data_info={"source": str(settings["data"]), **data_info},
-        init=init,
-        device=launch.device if ctx is None else None,
-        ctx=ctx,
-        amp=launch.amp or False,
-        checkpoint_path=args.checkpoint,
-        resume=args.resume,
-        **train,
-    )
+    stamp = contextlib.nullcontext()
+    if args.checkpoint:  # every checkpoint records its run's settings (checked on --resume)
+        from ._cli_resume import run_settings
+        from .infer.checkpoint import stamped
+
+        stamp = stamped(args.checkpoint, {"run": run_settings(settings)})
+    with stamp:
+        model = fit(
+            spec,
+            bundle,
+            method,
+            progress=not args.no_progress,
+            data_info={"source": str(settings["data"]), **data_info},
+            init=init,
+            device=launch.device if ctx is None else None,
+            ctx=ctx,
+            amp=launch.amp or False,
+            checkpoint_path=args.checkpoint,
+            resume=args.resume,
+            **train,
+        )
     if not is_main:
         return
-    model.save(settings["out"])
+    model.save(settings["out"], exclusive=not settings["force"])
     h = model.history
     val = h["val_accuracy"][-1] if h.get("val_accuracy") else float("nan")
     where = "" if ctx is None else f" with {world} process(es) ({ctx.backend or 'one process'})"
@@ -229,20 +237,28 @@ def _prepare(args: argparse.Namespace, launch: Launch, ctx: Any) -> tuple:
             f"processes; choose a multiple of {world}"
         )
     out = settings["out"]
+    inputs = [settings["data"], args.config, settings.get("init_from")]
     if ctx is None or ctx.is_main:
-        check_output(out, settings["force"])
+        check_output(out, settings["force"], inputs)
         if args.checkpoint:
-            _check_checkpoint(args.checkpoint, out, args.resume, settings["force"])
+            _check_checkpoint(args.checkpoint, out, args.resume, settings["force"], inputs)
+            if args.resume and os.path.exists(args.checkpoint):
+                from ._cli_resume import check_resume, run_settings
+
+                epochs = train.get("epochs") or defaults["epochs"]
+                check_resume(args.checkpoint, run_settings(settings), epochs)
     bundle = load_data(settings["data"], flat=settings["spec"].flat, **data_info)
     init = load_model(settings["init_from"]) if settings.get("init_from") else None
     return settings, bundle, init
 
 
-def _check_checkpoint(path: str, out: str, resume: bool, force: bool) -> None:
+def _check_checkpoint(path: str, out: str, resume: bool, force: bool, inputs: list) -> None:
+    from ._files import check_not_input
     from .outputs import check_output
 
     if os.path.abspath(path) == os.path.abspath(out):
         raise ValueError(f"--checkpoint {path!r} must differ from --out (the trained model)")
+    check_not_input(path, inputs, "--checkpoint")
     if os.path.isdir(path):
         raise IsADirectoryError(f"--checkpoint {path!r} is a folder; give a file path")
     if os.path.exists(path) and not (resume or force):
@@ -250,7 +266,7 @@ def _check_checkpoint(path: str, out: str, resume: bool, force: bool) -> None:
             f"checkpoint {path!r} exists; pass --resume to continue from it or --force to "
             "start over"
         )
-    check_output(path, force=True)  # a writable folder
+    check_output(path, force=True)  # a writable place
 
 
 def _agree(ctx: Any, prepare: Callable[[], Any]) -> Any:

@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from .data import CORRUPTIONS
+from ._files import require_file
 
 # ----------------------------------------------------------------------------- value types
 
@@ -58,6 +58,27 @@ def nonneg_float(value: Any) -> float:
     return x if x >= 0 else _fail(f"expected a number >= 0, got {value!r}")
 
 
+TRAINING_MAX = 1e30
+"""Largest training-option value accepted: training computes in float32 (max 3.4e38), and an
+optimizer scales its learning rate further (Adam divides it by 1 - beta1 = 0.1)."""
+
+
+def training_number(kind: Callable[[Any], float]) -> Callable[[Any], float]:
+    """``kind`` (e.g. `positive_float`), at most `TRAINING_MAX`."""
+
+    def check(value: Any) -> float:
+        x = kind(value)
+        if x > TRAINING_MAX:
+            _fail(
+                f"expected a number at most {TRAINING_MAX:g} (training computes in float32), "
+                f"got {value!r}"
+            )
+        return x
+
+    check.__name__ = kind.__name__
+    return check
+
+
 def probability(value: Any) -> float:
     x = number(value)
     return x if 0 < x < 1 else _fail(f"expected a probability in (0, 1), got {value!r}")
@@ -97,6 +118,8 @@ def choice(*options: Any) -> Callable[[Any], Any]:
 
 
 def ood_kind(value: Any) -> str | None:
+    from .data import CORRUPTIONS  # imported when used: the command starts without torch
+
     return choice(*CORRUPTIONS, None)(value)
 
 
@@ -122,8 +145,10 @@ def subnet(value: Any) -> dict[str, int]:
     """A sub-network: ``"hidden.0=4,hidden.1=8"``, a JSON object, or a ``.json`` file path."""
     text = str(value).strip()
     if text.endswith(".json") and not text.startswith("{"):
-        if not os.path.isfile(text):
-            _fail(f"sub-network file {text!r} does not exist")
+        try:
+            require_file(text, "sub-network file")
+        except (OSError, ValueError) as e:
+            _fail(str(e))
         with open(text) as f:
             text = f.read().strip()
     if text.startswith("{"):
@@ -172,25 +197,37 @@ FIT_OPTIONS: dict[str, tuple[Callable[[Any], Any], str, str]] = {
     "bits": (positive_int, "model", "also nest the weights' quantization bits"),
     "epochs": (positive_int, "train", "training epochs"),
     "batch_size": (positive_int, "train", "mini-batch size (of all processes under torchrun)"),
-    "lr": (positive_float, "train", "learning rate (Adam)"),
-    "weight_decay": (nonneg_float, "train", "weight decay (fn3)"),
+    "lr": (training_number(positive_float), "train", "learning rate (Adam)"),
+    "weight_decay": (training_number(nonneg_float), "train", "weight decay (fn3)"),
     "keep_prob": (probability, "train", "keep rate of the ordered-dropout prior"),
     "distribution": (choice("geometric", "uniform"), "train", "keep-count prior (fn3)"),
     "sandwich": (
-        choice(None, "full", "smallest", "both"),
+        choice("none", "full", "smallest", "both"),
         "train",
         "also train the full/smallest network each step (fn3)",
     ),
-    "temperature": (positive_float, "train", "Downhill temperature (bnnn)"),
-    "prior_scale": (positive_float, "train", "std of the Normal weight prior (bnnn)"),
-    "kl_scale": (nonneg_float, "train", "weight of the weight KL (bnnn; 1 = ELBO)"),
+    "temperature": (training_number(positive_float), "train", "Downhill temperature (bnnn)"),
+    "prior_scale": (
+        training_number(positive_float),
+        "train",
+        "std of the Normal weight prior (bnnn)",
+    ),
+    "kl_scale": (
+        training_number(nonneg_float),
+        "train",
+        "weight of the weight KL (bnnn; 1 = ELBO)",
+    ),
     "init_keep_prob": (probability, "train", "initial posterior keep probability (bnnn)"),
     "predict_samples": (positive_int, "train", "posterior samples per prediction (bnnn)"),
     "seed": (integer, "train", "random seed of training (default 0)"),
     "split_seed": (integer, "data", "seed of the train/val/test split (default 0)"),
     "val_fraction": (fraction, "data", "validation share of a file's examples (default 0.1)"),
     "test_fraction": (fraction, "data", "test share of a file's examples (default 0.2)"),
-    "label_column": (column, "data", "label column of a CSV file (index or name; default -1)"),
+    "label_column": (
+        column,
+        "data",
+        "label column of a CSV file (index or name; default: the last column)",
+    ),
 }
 
 
@@ -218,8 +255,7 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
 
 def read_config_file(path: str) -> dict[str, Any]:
     """Options from a ``.toml``, ``.yaml``/``.yml`` or ``.json`` file (a mapping)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file {path!r} does not exist")
+    require_file(path, "config file")
     suffix = os.path.splitext(path)[1].lower()
     with open(path, "rb") as f:
         raw = f.read()
@@ -312,7 +348,6 @@ def fit_settings(args: argparse.Namespace) -> dict[str, Any]:
         "seed": data.pop("split_seed", 0),
         "val_fraction": 0.1,
         "test_fraction": 0.2,
-        "label_column": -1,
         **data,
     }
     return {

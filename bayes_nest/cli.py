@@ -22,6 +22,7 @@ from ._cli_fit import JobError, Reported, add_launch_options, job_rank, report_e
 __all__ = ["build_parser", "main"]
 
 PROG = "bayes-nest"
+DEFAULT_BUDGETS = "10%,25%,50%,100%"
 USER_ERRORS = (ValueError, TypeError, KeyError, OSError, ImportError, FloatingPointError)
 
 
@@ -151,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--budgets",
         type=opt.budget_list,
-        default=opt.budget_list("10%,25%,50%,100%"),
-        help="comma-separated budgets (cost units or %% of full; default 10%%,25%%,50%%,100%%)",
+        help="comma-separated budgets (cost units or %% of full; default "
+        f"{DEFAULT_BUDGETS.replace('%', '%%')}, leaving out those below a model's cheapest "
+        "sub-network)",
     )
     p.add_argument("--out", required=True, help="report folder to write")
     p.add_argument("--force", action="store_true", help="replace an existing folder")
@@ -175,7 +177,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     from .workflow import data_for, evaluate_config
 
     if args.json_out:
-        check_output(args.json_out, args.force)
+        check_output(args.json_out, args.force, [args.checkpoint, args.data, args.front])
     model = load_model(args.checkpoint)
     data = data_for(model, args.data, whole=args.split == "all", **opt.data_kwargs(args))
     split = data.test if args.split == "all" else getattr(data, args.split)
@@ -206,7 +208,8 @@ def _evaluate(args: argparse.Namespace) -> None:
             "method": model.method,
             "rows": rows,
         }
-        write_atomic(args.json_out, json.dumps(payload, indent=2, allow_nan=True) + "\n")
+        text = json.dumps(payload, indent=2, allow_nan=True) + "\n"
+        write_atomic(args.json_out, text, exclusive=not args.force)
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -215,8 +218,9 @@ def _export(args: argparse.Namespace) -> None:
     from .report import config_summary
     from .workflow import data_for
 
+    inputs = [args.checkpoint, args.data, args.front]
     for path in export_paths(args.out, args.onnx).values():
-        check_output(path, args.force)
+        check_output(path, args.force, inputs)
     model = load_model(args.checkpoint)
     ((label, config),) = opt.selected_configs(args, model)
     calibration = data_for(model, args.data).train if args.data else None
@@ -228,6 +232,7 @@ def _export(args: argparse.Namespace) -> None:
         onnx=args.onnx,
         force=args.force,
         progress=not args.no_progress,
+        inputs=inputs,
     )
     print(
         f"exported {config_summary(model.module, config)} "
@@ -248,7 +253,7 @@ def _search(args: argparse.Namespace) -> None:
     from .pipeline import load_model
     from .workflow import data_for, search_front
 
-    check_output(args.out, args.force)
+    check_output(args.out, args.force, [args.checkpoint, args.data])
     model = load_model(args.checkpoint)
     data = data_for(model, args.data, whole=args.split == "all", **opt.data_kwargs(args))
     split = data.test if args.split == "all" else getattr(data, args.split)
@@ -265,7 +270,7 @@ def _search(args: argparse.Namespace) -> None:
     front.info.update(
         {"checkpoint": os.fspath(args.checkpoint), "data": args.data, "split": args.split}
     )
-    write_atomic(args.out, front.to_json() + "\n")
+    write_atomic(args.out, front.to_json() + "\n", exclusive=not args.force)
     pareto = front.pareto()
     print(
         f"{len(front.points)} sub-networks scored ({front.evaluations} evaluations); "
@@ -285,12 +290,16 @@ def format_front(front: Any, model: Any, cost: str, score: str) -> str:
 
 
 def _report(args: argparse.Namespace) -> None:
+    from ._files import check_not_input, check_writable
     from .pipeline import load_model
     from .report import write_report
     from .workflow import analyse, data_for
 
-    if os.path.exists(args.out) and not args.force:
+    check_not_input(args.out, [*args.checkpoints, args.data])
+    if os.path.lexists(args.out) and not args.force:
         raise FileExistsError(f"output {args.out!r} exists; pass --force to replace it")
+    check_writable(args.out)
+    budgets = opt.budget_list(DEFAULT_BUDGETS) if args.budgets is None else args.budgets
     models = [load_model(path) for path in args.checkpoints]
     labels = [m.method.upper() for m in models]
     if len(set(labels)) < len(labels):
@@ -301,7 +310,8 @@ def _report(args: argparse.Namespace) -> None:
             m,
             d,
             label=label,
-            budgets=args.budgets,
+            budgets=budgets,
+            skip_infeasible=args.budgets is None,
             cost=args.cost,
             score=args.score,
             ece_weight=args.ece_weight,

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 
+from ._files import atomic_write, check_not_input, check_writable
 from .data import Split
 from .pipeline import TrainedModel
 
@@ -26,42 +27,37 @@ __all__ = ["check_output", "export_paths", "export_subnet", "write_atomic"]
 # ----------------------------------------------------------------------------- safe output
 
 
-def check_output(path: str | os.PathLike, force: bool = False) -> None:
-    """Refuse to overwrite an existing ``path`` unless ``force``; refuse a missing parent that
-    cannot be created, or a directory where a file is expected."""
+def check_output(
+    path: str | os.PathLike,
+    force: bool = False,
+    inputs: Iterable[str | os.PathLike | None] = (),
+) -> None:
+    """Check up front that an output file can be written to ``path``.
+
+    Refuses an existing ``path`` unless ``force``; always refuses a folder where a file is
+    expected, a ``path`` that is or contains one of the ``inputs`` (even with ``force``), and a
+    place where no file can be created (checked by creating and removing a probe file and any
+    missing folders, so a bad path fails before a long computation).
+
+    Raises
+    ------
+    FileExistsError, IsADirectoryError, ValueError, PermissionError
+    """
     text = os.fspath(path)
-    if os.path.isdir(text) and not text.endswith(os.sep):
-        if not force:
-            raise FileExistsError(f"output {text!r} exists; pass --force to overwrite it")
-    elif os.path.exists(text) and not force:
+    check_not_input(text, inputs)
+    if os.path.isdir(text):
+        raise IsADirectoryError(f"output {text!r} is a folder; give a file path")
+    if os.path.lexists(text) and not force:
         raise FileExistsError(f"output {text!r} exists; pass --force to overwrite it")
-    parent = os.path.dirname(os.path.abspath(text))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
-        raise PermissionError(f"cannot write output {text!r}: {parent!r} is not a writable folder")
+    check_writable(text)
 
 
-def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
+def write_atomic(path: str | os.PathLike, data: bytes | str, *, exclusive: bool = False) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename, so
-    readers see the old file or the new one, never a partial one."""
-    import tempfile
-
-    path = os.fspath(path)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    readers see the old file or the new one, never a partial one. ``exclusive``: fail with
+    `FileExistsError` (leaving it untouched) if ``path`` exists by the time the data are
+    written, e.g. created by another run since `check_output`."""
+    atomic_write(path, data, exclusive=exclusive)
 
 
 # ----------------------------------------------------------------------------- export
@@ -88,10 +84,13 @@ def export_subnet(
     onnx: bool = False,
     force: bool = False,
     progress: bool = False,
+    inputs: Iterable[str | os.PathLike | None] = (),
 ) -> dict[str, str]:
     """Export sub-network ``config`` of ``model`` as standalone files; returns their paths.
 
-    Writes (each atomically, after checking that none exists unless ``force``)
+    Writes (each atomically, after checking that none exists unless ``force`` and that none is
+    one of the ``inputs``, e.g. the model file; without ``force`` a file that appears during
+    the export is left untouched and the export fails)
 
     * ``<stem>.pt``: the plain ``nn.Module`` (``torch.load(path, weights_only=False)``);
     * ``<stem>.pt2``: its ``torch.export`` program with a dynamic batch dimension
@@ -110,7 +109,7 @@ def export_subnet(
 
     paths = export_paths(out, onnx)
     for path in paths.values():
-        check_output(path, force)
+        check_output(path, force, inputs)
     if onnx:
         try:
             import onnx as _onnx  # noqa: F401
@@ -153,7 +152,7 @@ def export_subnet(
     }
     blobs["info"] = json.dumps(info, indent=2) + "\n"
     for key, path in paths.items():
-        write_atomic(path, blobs[key])
+        write_atomic(path, blobs[key], exclusive=not force)
     return paths
 
 

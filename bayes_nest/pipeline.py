@@ -244,9 +244,39 @@ class TrainedModel:
             "data": _plain(self.data),
         }
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the model atomically to ``path`` as a verified checkpoint."""
-        save_checkpoint(path, self.payload(), kind=CHECKPOINT_KIND)
+    def save(self, path: str | os.PathLike, *, exclusive: bool = False) -> None:
+        """Write the model atomically to ``path`` as a verified checkpoint; ``exclusive``:
+        fail with `FileExistsError` instead of replacing an existing file."""
+        save_checkpoint(path, self.payload(), kind=CHECKPOINT_KIND, exclusive=exclusive)
+
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of what determines the model's predictions: method, architecture,
+        shapes, input standardization and every weight (or variational parameter).
+
+        Equal for a model and its saved-and-loaded copy; a front records it so that it is
+        never applied to another model (`bayes_nest.workflow.read_front`).
+        """
+        import hashlib
+        import json
+
+        digest = hashlib.sha256()
+        head = {
+            "method": self.method,
+            "spec": {"name": self.spec.name, "options": _plain(self.spec.options)},
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+        }
+        digest.update(json.dumps(head, sort_keys=True, default=str).encode())
+        state = self.bnnn.state_dict() if self.bnnn is not None else self.module.state_dict()
+        tensors = [("mean", self.mean), ("std", self.std), *sorted(state.items())]
+        for name, value in tensors:
+            if not torch.is_tensor(value):
+                digest.update(f"{name}={value!r}".encode())
+                continue
+            value = value.detach().cpu().contiguous()
+            digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
+            digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
 
 
 def _plain(obj: Any) -> Any:
@@ -311,7 +341,8 @@ def fit(
         Continue from ``checkpoint_path`` when it exists.
     **options
         Training options; FN3: ``epochs``, ``batch_size``, ``lr``, ``weight_decay``,
-        ``keep_prob``, ``distribution``, ``sandwich``, ``seed`` (defaults in
+        ``keep_prob``, ``distribution``, ``sandwich`` (``"none"``, ``"full"``, ``"smallest"``,
+        ``"both"``), ``seed`` (defaults in
         `FN3_DEFAULTS`); BNNN: `BNNN_DEFAULTS`.
 
     Returns
@@ -378,6 +409,7 @@ def load_model(path: str | os.PathLike) -> TrainedModel:
         shape = tuple(int(s) for s in payload["input_shape"])
         k = int(payload["num_classes"])
         method = payload["method"]
+        mean, std = _stored_statistics(path, payload["mean"], payload["std"], shape)
         module = build_model(spec, shape, k)
         model = TrainedModel(
             method=method,
@@ -385,8 +417,8 @@ def load_model(path: str | os.PathLike) -> TrainedModel:
             module=module,
             input_shape=shape,
             num_classes=k,
-            mean=payload["mean"],
-            std=payload["std"],
+            mean=mean,
+            std=std,
             class_names=tuple(payload["class_names"]),
             options=dict(payload["options"]),
             history=dict(payload["history"]),
@@ -405,6 +437,40 @@ def load_model(path: str | os.PathLike) -> TrainedModel:
         raise CheckpointError(f"{path} does not hold a usable bayes_nest model: {msg}") from None
     module.eval()
     return model
+
+
+def _stored_statistics(
+    path: str | os.PathLike, mean: Any, std: Any, shape: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stored input standardization, checked: float tensors broadcastable to the input
+    shape, finite, ``std > 0``. A `CheckpointError` blames the model file otherwise."""
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(
+            f"model file {os.fspath(path)} holds an unusable input standardization: {what} "
+            "(the file is damaged or was not written by a correct bayes_nest fit; train the "
+            "model again)"
+        )
+
+    out = []
+    for name, value in (("mean", mean), ("std", std)):
+        if not torch.is_tensor(value) or not value.is_floating_point():
+            raise bad(f"{name} is not a floating-point tensor")
+        try:
+            full = torch.broadcast_shapes(tuple(value.shape), shape)
+        except RuntimeError:
+            full = None
+        if full != tuple(shape):
+            raise bad(
+                f"{name} has shape {tuple(value.shape)}, which does not fit inputs of shape "
+                f"{tuple(shape)}"
+            )
+        if not torch.isfinite(value).all():
+            raise bad(f"{name} holds NaN or infinite values")
+        out.append(value.float())
+    if (out[1] <= 0).any():
+        raise bad(f"std holds values <= 0 (smallest {float(out[1].min()):g})")
+    return out[0], out[1]
 
 
 # ----------------------------------------------------------------------------- BNNN glue

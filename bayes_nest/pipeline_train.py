@@ -94,7 +94,8 @@ BNNN_DEFAULTS = {
 
 def training_options(method: str, given: Mapping[str, Any]) -> dict[str, Any]:
     """The defaults of ``method`` updated by the ``given`` options that are not ``None``; a
-    :class:`ValueError` names an unknown option."""
+    :class:`ValueError` names an unknown option. (``None`` means "the default": FN3 training
+    without the sandwich rule is ``sandwich="none"``.)"""
     defaults = FN3_DEFAULTS if method == "fn3" else BNNN_DEFAULTS
     unknown = sorted(set(given) - set(defaults))
     if unknown:
@@ -175,7 +176,7 @@ def train_fn3(
         ),
         "keep_prob": float(opts["keep_prob"]),
         "distribution": opts["distribution"],
-        "sandwich": opts["sandwich"],
+        "sandwich": None if opts["sandwich"] in (None, "none") else opts["sandwich"],
         "batch_size": int(opts["batch_size"]),
         "seed": int(opts["seed"]),
         "progress": progress,

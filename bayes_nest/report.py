@@ -378,7 +378,7 @@ def write_report(
             populate(tmp)
         if marker:
             (tmp / marker).write_text("")
-        _replace_dir(tmp, out)
+        _replace_dir(tmp, out, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -389,11 +389,16 @@ def _save(fig: Any, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def _replace_dir(new: Path, out: Path) -> None:
+def _replace_dir(new: Path, out: Path, force: bool) -> None:
     os.chmod(new, 0o755)
-    if not out.exists():
-        os.replace(new, out)
+    if not os.path.lexists(out):
+        os.rename(new, out)  # fails if a non-empty folder or a file appeared meanwhile
         return
+    if not force:
+        raise FileExistsError(
+            f"output {str(out)!r} appeared while the report was written (another run?); it "
+            "was left as it is: pass --force to replace it"
+        )
     old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
     os.rmdir(old)
     os.replace(out, old)

@@ -29,6 +29,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from tqdm.auto import tqdm
 
 from . import metrics
+from ._files import require_file
 from .data import DATASETS, DataBundle, Split, corrupt, load_dataset, load_file
 from .pipeline import TrainedModel
 
@@ -52,7 +53,18 @@ __all__ = [
 def apply_standardization(bundle: DataBundle, mean: torch.Tensor, std: torch.Tensor) -> DataBundle:
     """Re-express a bundle loaded with ``standardize=None`` in a trained model's standardization
     ``(x - mean) / std`` (the statistics of the model's own training split)."""
-    splits = {k: Split((s.x - mean) / std, s.y) for k, s in bundle.splits.items()}
+    splits = {}
+    for key, split in bundle.splits.items():
+        scaled = ((split.x.double() - mean.double()) / std.double()).float()
+        bad = ~torch.isfinite(scaled).reshape(len(scaled), -1).all(dim=1)
+        if bad.any():
+            first = int(bad.nonzero()[0, 0])
+            raise ValueError(
+                f"the {key} inputs hold values too large for float32 once standardized with "
+                f"the model's statistics (e.g. {float(split.x[first].abs().max()):g} in "
+                f"example {first}); the data are far outside the range the model was trained on"
+            )
+        splits[key] = Split(scaled, split.y)
     return dataclasses.replace(bundle, **splits, mean=mean, std=std, standardize="model")
 
 
@@ -67,36 +79,44 @@ def load_data(
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
     standardize: str | None = "feature",
-    label_column: int | str = -1,
+    label_column: int | str | None = None,
     num_classes: int | None = None,
     stratify: bool = True,
+    require_all_classes: bool = True,
 ) -> DataBundle:
     """A built-in dataset by name (``"digits"``, ``"mnist1d"``) or a ``.npz``/``.csv`` file.
 
     A name that is also an existing file is read as the file. ``flat`` selects flat vectors or
     images for built-in sets; the other arguments go to `load_dataset`
-    or `load_file`.
+    or `load_file` (``label_column`` for CSV files only; ``require_all_classes=False``
+    accepts files without examples of some class, e.g. for evaluation).
 
     Raises
     ------
     FileNotFoundError
-        For a path that does not exist.
+        For a path that does not exist (a folder or a device is named as such).
     ValueError
         For unreadable files and bad contents (see `from_arrays`).
     """
     text = os.fspath(source)
     split = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction}
-    if text.lower() in DATASETS and not os.path.isfile(text):
+    if text.lower() in DATASETS and not os.path.exists(text):
+        if label_column is not None:
+            raise ValueError(
+                f"label_column={label_column!r} applies to CSV files only, not to the built-in "
+                f"dataset {text!r}"
+            )
         bundle = load_dataset(text, flat=flat, standardize=standardize, **split)
         if num_classes is not None and num_classes != bundle.num_classes:
             raise ValueError(
                 f"{text} has {bundle.num_classes} classes, the model expects {num_classes}"
             )
         return bundle
-    if not os.path.isfile(text):
+    if not os.path.exists(text):
         raise FileNotFoundError(
             f"data file {text!r} does not exist (built-in datasets: {', '.join(DATASETS)})"
         )
+    require_file(text, "data file")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a class missing from a small evaluation file
         return load_file(
@@ -105,6 +125,7 @@ def load_data(
             standardize=standardize,
             num_classes=num_classes,
             stratify=stratify,
+            require_all_classes=require_all_classes,
             **split,
         )
 
@@ -121,22 +142,32 @@ def data_for(
     source : str or path
         As in `load_data`.
     whole : bool
-        Put every example of the file into the test split (new data the model has not seen).
+        Put every example of the file into the test split (new data the model has not seen),
+        including predefined ``x_val``/``x_test`` arrays of a ``.npz`` file.
     **kwargs
-        Override the stored loading options (e.g. ``label_column``).
+        Override the stored loading options (e.g. ``label_column`` of a CSV file).
+
+    A file need not hold examples of every class the model knows.
 
     Raises
     ------
     ValueError
         For inputs of another shape than the model's, labels it does not know, NaNs.
     """
-    stored = {"seed": 0, "val_fraction": 0.1, "test_fraction": 0.2, "label_column": -1}
+    stored = {"seed": 0, "val_fraction": 0.1, "test_fraction": 0.2, "label_column": None}
     opts = {k: model.data.get(k, default) for k, default in stored.items()}
+    if not os.fspath(source).lower().endswith(".csv"):
+        opts["label_column"] = None  # the stored default of a model trained on a CSV file
     opts.update(kwargs)
     if whole:
         opts.update(val_fraction=0.0, test_fraction=0.0, stratify=False)
     bundle = load_data(
-        source, flat=model.spec.flat, standardize=None, num_classes=model.num_classes, **opts
+        source,
+        flat=model.spec.flat,
+        standardize=None,
+        num_classes=model.num_classes,
+        require_all_classes=False,
+        **opts,
     )
     if tuple(bundle.input_shape) != tuple(model.input_shape):
         raise ValueError(
@@ -145,7 +176,9 @@ def data_for(
         )
     bundle = apply_standardization(bundle, model.mean, model.std)
     if whole:
-        bundle = dataclasses.replace(bundle, test=bundle.train)
+        parts = [s for s in (bundle.train, bundle.val, bundle.test) if len(s.y)]
+        every = Split(torch.cat([s.x for s in parts]), torch.cat([s.y for s in parts]))
+        bundle = dataclasses.replace(bundle, test=every)
     return bundle
 
 
@@ -295,7 +328,8 @@ def search_front(
     **kwargs: Any,
 ) -> Any:
     """Greedy front (`bayes_nest.search.greedy`) of ``model``'s sub-networks, scored on
-    ``split`` by `make_score` (``calibration``: see there); settings are recorded in
+    ``split`` by `make_score` (``calibration``: see there); settings and the model's
+    fingerprint (`TrainedModel.fingerprint`, checked by `read_front`) are recorded in
     ``front.info``."""
     from .search.greedy import greedy
 
@@ -311,29 +345,73 @@ def search_front(
         model.module, fn, cost=cost, input_shape=model.input_shape, progress=progress, **kwargs
     )
     front.metric = cost
-    front.info.update({"score": score, "ece_weight": ece_weight, "method": model.method})
+    front.info.update(
+        {
+            "score": score,
+            "ece_weight": ece_weight,
+            "method": model.method,
+            "model_fingerprint": model.fingerprint(),
+        }
+    )
     return front
 
 
 def read_front(path: str | os.PathLike, model: TrainedModel) -> Any:
-    """A front JSON file (from `search_front`), checked against ``model``'s axes."""
+    """A front JSON file (from `search_front`), checked against ``model``.
+
+    The front must have been searched on this very model: its ``info["model_fingerprint"]``
+    must equal `TrainedModel.fingerprint` (a front without one, from an older version, is
+    accepted with a warning). Every keep count must be a whole number (``2.7`` is an error,
+    never truncated) and fit the model's axes.
+
+    Raises
+    ------
+    ValueError
+        For a file that is not a front, a front of another model, or configs that do not fit.
+    """
     import json
 
     from .search.front import Front
     from .subnet import validate_config
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"front file {os.fspath(path)!r} does not exist")
+    text = require_file(path, "front file")
     try:
-        front = Front.from_json(os.fspath(path))
-    except (ValueError, json.JSONDecodeError) as e:
+        with open(text, encoding="utf-8") as f:
+            raw = json.load(f)
+        points = raw["points"] if isinstance(raw, dict) else None
+        for i, point in enumerate(points if isinstance(points, list) else []):
+            config = point.get("config") if isinstance(point, dict) else None
+            for axis, count in config.items() if isinstance(config, dict) else ():
+                whole = isinstance(count, int) or (isinstance(count, float) and count.is_integer())
+                if isinstance(count, bool) or not whole:
+                    raise ValueError(
+                        f"point {i} keeps {count!r} blocks of axis {axis!r}; keep counts are "
+                        "whole numbers"
+                    )
+        front = Front.from_dict(raw)
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
         msg = " ".join(str(e).split())
-        raise ValueError(f"{os.fspath(path)} is not a front file: {msg}") from None
+        raise ValueError(f"{text} is not a front file: {msg}") from None
+    recorded = front.info.get("model_fingerprint")
+    if recorded is None:
+        warnings.warn(
+            f"front {text} does not record the model it was searched on (written by an older "
+            "bayes_nest); make sure it belongs to this model",
+            stacklevel=2,
+        )
+    elif recorded != model.fingerprint():
+        source = front.info.get("checkpoint")
+        where = f" ({source})" if source else ""
+        raise ValueError(
+            f"front {text} was searched on another model{where}, not on this one: its "
+            "sub-networks and scores do not apply; search this model's front with "
+            "'bayes-nest search'"
+        )
     for point in front.points:
         try:
             validate_config(model.module, point.config)
         except (ValueError, TypeError) as e:
-            raise ValueError(f"front {os.fspath(path)} does not fit the model: {e}") from None
+            raise ValueError(f"front {text} does not fit the model: {e}") from None
     return front
 
 
@@ -373,10 +451,13 @@ def analyse(
     num_samples: int | None = None,
     progress: bool = True,
     front: Any = None,
+    skip_infeasible: bool = False,
 ) -> Any:
     """Search the front on ``data.val`` (unless given), pick the best sub-network for every
     budget and evaluate it on ``data.test``; returns a `Analysis`.
     Networks with batch-norm are recalibrated on ``data.train`` for every sub-network.
+    ``skip_infeasible``: leave out (with a warning) budgets below the cheapest sub-network,
+    e.g. default shares on a small model, instead of failing.
 
     Raises
     ------
@@ -396,7 +477,19 @@ def analyse(
             progress=progress,
             calibration=data.train,
         )
-    chosen = [(b, front.best(resolve_budget(b, front, model))) for b in budgets]
+    resolved = [(b, resolve_budget(b, front, model)) for b in budgets]
+    if skip_infeasible and front.points:
+        cheapest = min(p.cost for p in front.points)
+        fits = [(b, c) for b, c in resolved if c >= cheapest]
+        if len(fits) < len(resolved):
+            left = [str(b) for b, c in resolved if c < cheapest]
+            warnings.warn(
+                f"{label}: budget(s) {', '.join(left)} lie below the cheapest sub-network "
+                f"({cheapest:,.6g} {front.metric}); left out",
+                stacklevel=2,
+            )
+        resolved = fits or [(f"{cheapest:.6g}", cheapest)]
+    chosen = [(b, front.best(c)) for b, c in resolved]
     macs, params = model.cost_model("macs"), model.cost_model("params")
     rows, probs = [], []
     bar = tqdm(chosen, desc=f"evaluating {label}", unit="budget", disable=not progress)

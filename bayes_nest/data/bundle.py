@@ -143,9 +143,15 @@ def _check_labels(y: Any, arg: str = "y", num_classes: int | None = None) -> np.
         huge = np.abs(y.real) >= 2**62  # would overflow the cast to int64
         if huge.any():
             raise ValueError(
-                f"{arg} contains {int(huge.sum())} labels too large to be class indices "
+                f"{arg} contains {int(huge.sum())} labels out of range for class indices "
                 f"(e.g. {y[huge][0]})"
             )
+    if y.dtype.kind == "u" and (y > 2**62).any():  # would wrap around in the cast to int64
+        huge = y > 2**62
+        raise ValueError(
+            f"{arg} contains {int(huge.sum())} labels out of range for class indices "
+            f"(e.g. {y[huge][0]})"
+        )
     y = y.real.astype(np.int64)
     if (y < 0).any():
         raise ValueError(
@@ -196,6 +202,37 @@ def _split_indices(
     return rng.permutation(train), val, test
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_statistics(mean: np.ndarray, std: np.ndarray) -> None:
+    """The standardization statistics must be finite in float32, in which they are stored."""
+    for name, stat in (("mean", mean), ("std", std)):
+        stat = np.asarray(stat)
+        bad = ~np.isfinite(stat) | (np.abs(stat) > _FLOAT32_MAX)
+        if bad.any():
+            where = np.unravel_index(int(np.flatnonzero(bad.reshape(-1))[0]), stat.shape)
+            at = f" of feature {where if len(where) > 1 else int(where[0])}" if where else ""
+            raise ValueError(
+                f"the training inputs have a {name}{at} of {float(stat[where]):g}, beyond the "
+                f"float32 range (|value| <= {_FLOAT32_MAX:.3g}) the model computes in; rescale "
+                "the inputs (e.g. divide by a power of ten, or take logarithms)"
+            )
+
+
+def _check_float32(scaled: torch.Tensor, x: np.ndarray, key: str, standardize: Any) -> None:
+    """Inputs finite in float64 must stay finite in float32 after standardization."""
+    bad = ~torch.isfinite(scaled)
+    if bad.any():
+        first = int(bad.reshape(len(scaled), -1).any(dim=1).nonzero()[0, 0])
+        big = float(np.abs(x[first]).max())
+        how = "standardized" if standardize else "raw"
+        raise ValueError(
+            f"the {key} inputs hold values too large for float32 once {how} (e.g. "
+            f"{big:g} in example {first}; |value| <= {_FLOAT32_MAX:.3g}); rescale the inputs"
+        )
+
+
 def _finalize(
     name: str,
     raw: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -208,20 +245,21 @@ def _finalize(
         raise ValueError(f"standardize must be one of {_STANDARDIZE}, got {standardize!r}")
     x_train = raw["train"][0]
     input_shape = tuple(int(s) for s in x_train.shape[1:])
-    if standardize == "feature":
-        mean, std = x_train.mean(axis=0), x_train.std(axis=0)
-    elif standardize == "global":
-        mean, std = np.asarray(x_train.mean()), np.asarray(x_train.std())
-    else:
-        mean, std = np.asarray(0.0), np.asarray(1.0)
-    std = np.where(std < _MIN_STD, 1.0, std)
-    splits = {
-        key: Split(
-            torch.as_tensor((x - mean) / std, dtype=torch.float32),
-            torch.as_tensor(y, dtype=torch.int64),
-        )
-        for key, (x, y) in raw.items()
-    }
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
+        if standardize == "feature":
+            mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+        elif standardize == "global":
+            mean, std = np.asarray(x_train.mean()), np.asarray(x_train.std())
+        else:
+            mean, std = np.asarray(0.0), np.asarray(1.0)
+        std = np.where(std < _MIN_STD, 1.0, std)
+    _check_statistics(mean, std)
+    splits = {}
+    for key, (x, y) in raw.items():
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = torch.as_tensor((x - mean) / std, dtype=torch.float32)
+        _check_float32(scaled, x, key, standardize)
+        splits[key] = Split(scaled, torch.as_tensor(y, dtype=torch.int64))
     names = tuple(str(c) for c in (class_names if class_names is not None else range(num_classes)))
     if len(names) != num_classes:
         raise ValueError(f"class_names has {len(names)} entries for num_classes={num_classes}")
@@ -255,6 +293,7 @@ def from_arrays(
     val: tuple[Any, Any] | None = None,
     test: tuple[Any, Any] | None = None,
     class_names: Sequence[str] | None = None,
+    require_all_classes: bool = True,
 ) -> DataBundle:
     """Build a :class:`DataBundle` from user arrays (numpy or torch).
 
@@ -277,6 +316,9 @@ def from_arrays(
         Per-feature or single-scalar standardization with training statistics, or none.
     val, test : (x, y) tuple, optional
         Predefined validation/test data instead of a split of ``x``.
+    require_all_classes : bool
+        Require a training example of every class (set ``False`` for data that are only
+        evaluated, which may lack some of the ``num_classes`` classes).
 
     Raises
     ------
@@ -326,12 +368,15 @@ def from_arrays(
     raw["val"] = checked["val"] if val is not None else (xs[val_idx], ys[val_idx])
     raw["test"] = checked["test"] if test is not None else (xs[test_idx], ys[test_idx])
     counts = np.bincount(raw["train"][1], minlength=num_classes)
-    if (counts == 0).any():
+    if require_all_classes and (counts == 0).any():
         c = int(np.flatnonzero(counts == 0)[0])
-        msg = (
-            f"class {c} has no example in the training split ({int((ys == c).sum())} in y); "
-            "provide more data, lower val_fraction/test_fraction, or pass num_classes"
+        total = int((ys == c).sum())
+        fix = (
+            "labels must be class indices 0..K-1 with an example of every class (relabel them)"
+            if total == 0
+            else "provide more examples of it, or smaller validation/test fractions"
         )
+        msg = f"class {c} has no example in the training split ({total} in y); {fix}"
         if stratify:
             raise ValueError(msg)
         warnings.warn(msg, stacklevel=2)

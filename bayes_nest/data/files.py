@@ -10,11 +10,12 @@ from typing import Any
 
 import numpy as np
 
+from .._files import require_file
 from .bundle import DataBundle, from_arrays
 
 
 def _read_csv(path: Path, label_column: int | str, header: bool | None, delimiter: str):
-    with path.open(newline="") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:  # a leading BOM is not data
         rows = [r for r in csv.reader(f, delimiter=delimiter) if r and any(c.strip() for c in r)]
     if not rows:
         raise ValueError(f"{path} contains no data rows")
@@ -63,7 +64,7 @@ def load_file(
     *,
     x_key: str = "x",
     y_key: str = "y",
-    label_column: int | str = -1,
+    label_column: int | str | None = None,
     header: bool | None = None,
     delimiter: str = ",",
     **kwargs: Any,
@@ -72,17 +73,22 @@ def load_file(
 
     ``.npz``: arrays ``x_key`` (N, *input_shape) and ``y_key`` (N,); if the file also holds
     ``{x_key}_val``/``{y_key}_val`` or ``{x_key}_test``/``{y_key}_test``, those are used as the
-    validation/test split. ``.csv``: one example per row, all columns numeric; the label is
-    ``label_column`` (index, or header name; default last); a header row is detected when
-    ``header`` is None (first row not all numeric). Other keyword arguments go to
-    :func:`from_arrays`.
+    validation/test split (a half pair, ``x_val`` without ``y_val``, is an error).
+    ``.csv`` (UTF-8, with or without a byte-order mark): one example per row, all columns
+    numeric; the label is ``label_column`` (index, or header name; default ``None``: the last
+    column); a header row is detected when ``header`` is None (first row not all numeric).
+    ``label_column`` is an error for ``.npz`` files, whose labels are the array ``y_key``.
+    Other keyword arguments go to :func:`from_arrays`.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file {str(path)!r} does not exist")
+    path = Path(require_file(path, "data file"))
     name = kwargs.pop("name", path.stem)
     suffix = path.suffix.lower()
     if suffix == ".npz":
+        if label_column is not None:
+            raise ValueError(
+                f"label_column={label_column!r} applies to CSV files only; the labels of {path} "
+                f"are its array {y_key!r}"
+            )
         if not zipfile.is_zipfile(path):  # else np.load would try it as a pickle
             raise ValueError(f"{path} is not a .npz file (not a zip archive of arrays)")
         try:
@@ -102,12 +108,18 @@ def load_file(
             ) from None
         for part in ("val", "test"):
             xk, yk = f"{x_key}_{part}", f"{y_key}_{part}"
-            if xk in arrays and yk in arrays:
+            if (xk in arrays) != (yk in arrays):
+                have, lack = (xk, yk) if xk in arrays else (yk, xk)
+                raise ValueError(
+                    f"{path} holds {have!r} but no {lack!r}: a {part} split needs both arrays"
+                )
+            if xk in arrays:
                 kwargs.setdefault(part, (arrays[xk], arrays[yk]))
         x, y = arrays[x_key], arrays[y_key]
     elif suffix == ".csv":
         try:
-            x, y = _read_csv(path, label_column, header, delimiter)
+            column = -1 if label_column is None else label_column
+            x, y = _read_csv(path, column, header, delimiter)
         except UnicodeDecodeError as e:
             raise ValueError(f"{path} is not a text file ({e.reason} at byte {e.start})") from None
     else:

@@ -10,23 +10,29 @@ The metadata holds the SHA-256 digest of the metadata line (without the digest) 
 payload bytes, so truncation and any flipped byte are detected before anything is unpickled;
 the payload is then read with ``torch.load(weights_only=True)``, which only rebuilds tensors
 and plain containers. Writes go to a temporary file in the target directory, are flushed and
-fsync'ed, and replace the target with ``os.replace``: a crash leaves the old file intact.
+fsync'ed, and replace the target with ``os.replace`` (or, for an exclusive write, are hard-linked
+to it, failing if it appeared meanwhile): a crash leaves the old file intact, and the next write
+to the same target removes the temporary file a killed writer left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import pickle
 import random
-import tempfile
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from .._files import atomic_write, require_file
 
 __all__ = [
     "FORMAT_VERSION",
@@ -36,6 +42,7 @@ __all__ = [
     "rng_state",
     "save_checkpoint",
     "set_rng_state",
+    "stamped",
 ]
 
 FORMAT_VERSION = 1
@@ -85,12 +92,47 @@ def _check_payload(obj: Any, where: str) -> None:
     )
 
 
+_STAMPS: dict[str, dict[str, Any]] = {}
+
+
+def _stamp_key(path: str | os.PathLike) -> str:
+    return os.path.realpath(os.path.abspath(os.fspath(path)))
+
+
+@contextlib.contextmanager
+def stamped(path: str | os.PathLike, extra: dict[str, Any]) -> Iterator[None]:
+    """Within the block, every checkpoint written to ``path`` by :func:`save_checkpoint`
+    (e.g. by a trainer, after every epoch) carries ``extra`` in its metadata line.
+
+    This records facts the writer does not know, such as the settings of the run that
+    produced the checkpoint, so that a resumed run can be checked against them
+    (``checkpoint_info(path)["extra"]``).
+    """
+    key = _stamp_key(path)
+    previous = _STAMPS.get(key)
+    _STAMPS[key] = json.loads(json.dumps(extra))  # JSON-serialisable, and a private copy
+    try:
+        yield
+    finally:
+        if previous is None:
+            _STAMPS.pop(key, None)
+        else:
+            _STAMPS[key] = previous
+
+
 def _digest(meta: dict[str, Any], payload: bytes) -> str:
     body = json.dumps({k: v for k, v in meta.items() if k != "sha256"}, sort_keys=True)
     return hashlib.sha256(body.encode() + b"\n" + payload).hexdigest()
 
 
-def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any], *, kind: str) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike,
+    payload: dict[str, Any],
+    *,
+    kind: str,
+    exclusive: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write ``payload`` to ``path`` atomically and return the path.
 
     Parameters
@@ -120,46 +162,22 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any], *, kind: s
         "torch_version": torch.__version__,
         "payload_bytes": len(data),
     }
+    stamp = extra if extra is not None else _STAMPS.get(_stamp_key(path))
+    if stamp is not None:
+        meta["extra"] = json.loads(json.dumps(stamp))
     meta["sha256"] = _digest(meta, data)
     header = json.dumps(meta, sort_keys=True).encode() + b"\n"
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(_MAGIC)
-            f.write(header)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # persist the rename itself (POSIX); harmless to skip where unsupported
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return path
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-    return path
+    atomic_write(path, _MAGIC + header + data, exclusive=exclusive, mode=0o666)
+    return Path(path)
 
 
 def _read(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+        try:
+            require_file(path, "checkpoint")
+        except (OSError, ValueError) as e:
+            raise CheckpointError(str(e)) from None
     raw = path.read_bytes()
     if not raw.startswith(_MAGIC):
         if _MAGIC.startswith(raw[: len(_MAGIC)]) and raw:
@@ -215,8 +233,15 @@ def load_checkpoint(
     try:
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as e:  # digest matched, so the writer stored something unloadable
+        unsafe = isinstance(e, pickle.UnpicklingError) or "weights_only" in str(e).lower()
+        if unsafe:  # never pass on torch's advice to load it with weights_only=False
+            raise CheckpointError(
+                f"{path} is not a trusted bayes_nest checkpoint: its payload holds objects "
+                "other than tensors and plain containers, which are never loaded (the file "
+                "was not written by bayes_nest, or was altered)"
+            ) from None
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"{path} payload could not be loaded safely: {msg}") from e
+        raise CheckpointError(f"{path} payload could not be read: {msg}") from None
 
 
 # ----------------------------------------------------------------------------- RNG state
