@@ -56,7 +56,7 @@ def apply_standardization(bundle: DataBundle, mean: torch.Tensor, std: torch.Ten
     splits = {}
     for key, split in bundle.splits.items():
         scaled = ((split.x.double() - mean.double()) / std.double()).float()
-        bad = ~torch.isfinite(scaled).reshape(len(scaled), -1).all(dim=1)
+        bad = ~torch.isfinite(scaled).flatten(1).all(dim=1)
         if bad.any():
             first = int(bad.nonzero()[0, 0])
             raise ValueError(
