@@ -145,9 +145,8 @@ def data_for(
         Put every example of the file into the test split (new data the model has not seen),
         including predefined ``x_val``/``x_test`` arrays of a ``.npz`` file.
     **kwargs
-        Override the stored loading options (e.g. ``label_column`` of a CSV file).
-
-    A file need not hold examples of every class the model knows.
+        Override the stored loading options (e.g. ``label_column`` of a CSV file); a file need
+        not hold examples of every class the model knows.
 
     Raises
     ------
@@ -393,13 +392,7 @@ def read_front(path: str | os.PathLike, model: TrainedModel) -> Any:
         msg = " ".join(str(e).split())
         raise ValueError(f"{text} is not a front file: {msg}") from None
     recorded = front.info.get("model_fingerprint")
-    if recorded is None:
-        warnings.warn(
-            f"front {text} does not record the model it was searched on (written by an older "
-            "bayes_nest); make sure it belongs to this model",
-            stacklevel=2,
-        )
-    elif recorded != model.fingerprint():
+    if recorded is not None and recorded != model.fingerprint():
         source = front.info.get("checkpoint")
         where = f" ({source})" if source else ""
         raise ValueError(
@@ -412,6 +405,12 @@ def read_front(path: str | os.PathLike, model: TrainedModel) -> Any:
             validate_config(model.module, point.config)
         except (ValueError, TypeError) as e:
             raise ValueError(f"front {text} does not fit the model: {e}") from None
+    if recorded is None and front.points:
+        warnings.warn(
+            f"front {text} does not record the model it was searched on (written by an older "
+            "bayes_nest); make sure it belongs to this model",
+            stacklevel=2,
+        )
     return front
 
 

@@ -38,9 +38,9 @@ AUDIT_HOOK = """
 import os, sys
 
 def _hook(event, args):
-    if event not in ("open", "os.rename"):
+    if event not in ("open", "os.rename", "os.link"):
         return
-    path = args[1] if event == "os.rename" else args[0]
+    path = args[1] if event in ("os.rename", "os.link") else args[0]
     if not isinstance(path, (str, bytes)):
         return
     path = os.path.abspath(os.fsdecode(path))
@@ -50,13 +50,15 @@ def _hook(event, args):
     watch, log = os.environ.get("BN_TEST_WATCH"), os.environ.get("BN_TEST_WRITE_LOG")
     if not (watch and log and path.startswith(watch + os.sep)):
         return
-    mode, flags = (None, 0) if event == "os.rename" else (args[1], args[2])
-    writes = event == "os.rename" or (
+    placed = event in ("os.rename", "os.link")  # a finished file put in place
+    mode, flags = (None, 0) if placed else (args[1], args[2])
+    writes = placed or (
         any(c in mode for c in "wax+") if isinstance(mode, str)
         else bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
     )
     if writes:
         with open(log, "a") as f:
+            event = "os.rename" if placed else event
             f.write(f"{os.environ.get('RANK', '-')} {event} {os.path.basename(path)}\\n")
 
 sys.addaudithook(_hook)

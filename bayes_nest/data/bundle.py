@@ -143,7 +143,7 @@ def _check_labels(y: Any, arg: str = "y", num_classes: int | None = None) -> np.
         huge = np.abs(y.real) >= 2**62  # would overflow the cast to int64
         if huge.any():
             raise ValueError(
-                f"{arg} contains {int(huge.sum())} labels out of range for class indices "
+                f"{arg} contains {int(huge.sum())} labels too large to be class indices "
                 f"(e.g. {y[huge][0]})"
             )
     if y.dtype.kind == "u" and (y > 2**62).any():  # would wrap around in the cast to int64
