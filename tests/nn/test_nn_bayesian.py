@@ -18,6 +18,7 @@ from bayes_nest.nn.bayesian import (
     shared_posterior_scales,
     to_bayesian_,
 )
+from bayes_nest.testing import assert_close
 
 
 def _randomize(layer, seed=0, scale=(0.05, 0.4)):
@@ -68,7 +69,7 @@ def test_deterministic_mode_and_slicing_match_plain_ops():
     with deterministic_weights(layer):
         out = layer(x, out_units=5)
     expected = F.linear(x, layer.weight_loc[:5, :4], layer.bias_loc[:5])
-    torch.testing.assert_close(out, expected)
+    assert_close(out, expected)
     assert layer.stochastic  # restored
     with pytest.raises(ValueError, match="more than 6"):
         layer(torch.randn(3, 7))
@@ -79,11 +80,11 @@ def test_weight_transform_and_pinned_weights():
     x = torch.randn(5, 4)
     with deterministic_weights(layer):
         out = layer(x, weight_transform=torch.round)
-    torch.testing.assert_close(out, F.linear(x, torch.round(layer.weight_loc), layer.bias_loc))
+    assert_close(out, F.linear(x, torch.round(layer.weight_loc), layer.bias_loc))
     w, b = torch.randn(2, 4), torch.randn(2)
     model = torch.nn.Sequential(layer)
     with pinned_weights(model, {"0": (w, b)}):
-        torch.testing.assert_close(layer(x), F.linear(x, w, b))
+        assert_close(layer(x), F.linear(x, w, b))
     assert layer.pinned is None
     with pytest.raises(ValueError, match="shape"):
         with pinned_weights(model, {"0": (torch.randn(3, 4), None)}):
@@ -99,8 +100,8 @@ def test_kl_per_output_matches_torch_normal_kl():
     w_kl = kl_divergence(Normal(layer.weight_loc, layer.weight_scale), prior)
     b_kl = kl_divergence(Normal(layer.bias_loc, layer.bias_scale), prior)
     expected = w_kl.sum((1, 2, 3)) + b_kl
-    torch.testing.assert_close(layer.kl_per_output(), expected)
-    torch.testing.assert_close(layer.kl(), expected.sum())
+    assert_close(layer.kl_per_output(), expected)
+    assert_close(layer.kl(), expected.sum())
 
 
 def test_prior_scale_rules_and_validation():
@@ -122,8 +123,8 @@ def test_prior_scale_rules_and_validation():
 
 def test_init_scale_sets_posterior_std():
     layer = BayesianLinear(3, 2, init_scale=0.03)
-    torch.testing.assert_close(layer.weight_scale, torch.full((2, 3), 0.03))
-    torch.testing.assert_close(layer.bias_scale, torch.full((2,), 0.03))
+    assert_close(layer.weight_scale, torch.full((2, 3), 0.03))
+    assert_close(layer.bias_scale, torch.full((2,), 0.03))
 
 
 def test_to_bayesian_keeps_the_function_of_a_trained_network():
@@ -138,8 +139,8 @@ def test_to_bayesian_keeps_the_function_of_a_trained_network():
     assert isinstance(net.hidden[0].affine, BayesianLinear)
     assert isinstance(net.output, BayesianLinear)
     with deterministic_weights(net):
-        torch.testing.assert_close(net(x), before)
-        torch.testing.assert_close(net.hidden[0](x), before_small)
+        assert_close(net(x), before)
+        assert_close(net.hidden[0](x), before_small)
     assert net.hidden[0].full_weight() is net.hidden[0].affine.weight_loc
     assert to_bayesian_(net) == []  # already Bayesian: nothing to do
 
@@ -178,15 +179,15 @@ def test_shared_posterior_scales_computes_each_scale_once():
         assert layers == [first, second]
         scales = first.posterior_scales()
         assert scales is first.shared_scales and first.posterior_scales() is scales
-        torch.testing.assert_close(scales[0], first.weight_scale)
+        assert_close(scales[0], first.weight_scale)
         x = torch.randn(5, 3)
         torch.manual_seed(0)
         inside = net(x)
         kl_inside = first.kl()
     assert first.shared_scales is None and second.shared_scales is None  # restored
     torch.manual_seed(0)
-    torch.testing.assert_close(inside, net(x))  # the same values as without sharing
-    torch.testing.assert_close(kl_inside, first.kl())
+    assert_close(inside, net(x))  # the same values as without sharing
+    assert_close(kl_inside, first.kl())
     # the shared scales carry the gradient of both uses into rho
     with shared_posterior_scales([first]):
         (first(x).sum() + first.kl()).backward()

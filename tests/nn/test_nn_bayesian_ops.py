@@ -11,6 +11,7 @@ from bayes_nest.nn.bayesian_ops import (
     local_reparam_linear,
     per_unit_normal_kl,
 )
+from bayes_nest.testing import assert_close
 
 
 def _params(o, d, seed, dtype=torch.float64):
@@ -34,7 +35,7 @@ def test_local_reparam_linear_equals_the_unfused_expression(bias):
     mean = F.linear(x, loc, bias_loc)
     var = F.linear(x.square(), scale.square(), None if bias_scale is None else bias_scale.square())
     expected = mean + (var + VAR_FLOOR).sqrt() * torch.randn_like(mean)
-    torch.testing.assert_close(out, expected)
+    assert_close(out, expected)
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -66,12 +67,15 @@ def test_per_unit_normal_kl_matches_torch_normal_kl(prior):
     loc, scale, bias_loc, bias_scale = _params(3, 2 * 2 * 2, 4)
     loc, scale = loc.reshape(3, 2, 2, 2), scale.reshape(3, 2, 2, 2)  # a conv weight
     kl = per_unit_normal_kl(loc, scale, bias_loc, bias_scale, prior_loc, prior_scale)
-    p = Normal(torch.tensor(prior_loc).double(), torch.tensor(prior_scale).double())
+    # the prior's parameters in float64 (a float32 0.3 would differ in the 8th digit)
+    p = Normal(
+        torch.tensor(prior_loc, dtype=torch.float64), torch.tensor(prior_scale, dtype=torch.float64)
+    )
     expected = kl_divergence(Normal(loc, scale), p).flatten(1).sum(1)
     expected = expected + kl_divergence(Normal(bias_loc, bias_scale), p)
-    torch.testing.assert_close(kl, expected)
+    assert_close(kl, expected)
     no_bias = per_unit_normal_kl(loc, scale, None, None, prior_loc, prior_scale)
-    torch.testing.assert_close(no_bias, kl_divergence(Normal(loc, scale), p).flatten(1).sum(1))
+    assert_close(no_bias, kl_divergence(Normal(loc, scale), p).flatten(1).sum(1))
 
 
 def test_per_unit_normal_kl_gradients_by_gradcheck():
@@ -89,7 +93,7 @@ def test_block_weighted_normal_kl_value_and_gradients():
     weights = torch.tensor([1.0, 0.6, 0.25], dtype=torch.float64, requires_grad=True)
     total = block_weighted_normal_kl(loc, scale, bias_loc, bias_scale, weights, 2, 0.1, 0.8)
     per_unit = per_unit_normal_kl(loc, scale, bias_loc, bias_scale, 0.1, 0.8)
-    torch.testing.assert_close(total, (weights.repeat_interleave(2) * per_unit).sum())
+    assert_close(total, (weights.repeat_interleave(2) * per_unit).sum())
     assert torch.autograd.gradcheck(
         lambda *a: block_weighted_normal_kl(*a, 2, 0.1, 0.8),
         (loc, scale, bias_loc, bias_scale, weights),

@@ -18,6 +18,7 @@ from bayes_nest.nn import (
     bit_planes,
     truncate,
 )
+from bayes_nest.testing import assert_close
 
 K = 10
 
@@ -27,6 +28,10 @@ def grid_points():
     j = torch.arange(2**K, dtype=torch.float64)
     offsets = torch.tensor([0.0, 0.5, 1.0 - 2.0**-20], dtype=torch.float64)
     return j.repeat_interleave(3), (j.unsqueeze(1) + offsets).reshape(-1) / 2**K
+
+
+# Exact comparisons below: dyadic grid points and sums of powers of two are represented exactly
+# in float64, so truncation and bit sums involve no rounding.
 
 
 def test_truncation_keeps_the_top_bits_exhaustively():
@@ -86,9 +91,9 @@ def test_weight_levels_are_truncations_of_the_normalised_weight(transform):
     for c in range(1, 7):
         quantizer.mask = c
         outputs[c] = normalised(quantizer(w), w)
-        torch.testing.assert_close(outputs[c], truncate(x, c), rtol=0, atol=1e-12)
+        assert_close(outputs[c], truncate(x, c), rtol=0, atol=1e-12)
     for c, c_hi in itertools.combinations(range(1, 7), 2):
-        torch.testing.assert_close(truncate(outputs[c_hi], c), outputs[c], rtol=0, atol=1e-12)
+        assert_close(truncate(outputs[c_hi], c), outputs[c], rtol=0, atol=1e-12)
     # the maximum maps to the top level below 1, the minimum to 0
     assert normalised(quantizer(w), w)[0] == pytest.approx(1 - 2.0**-6)
     assert normalised(quantizer(w), w)[1] == 0.0
@@ -102,14 +107,14 @@ def test_mid_offset_gives_a_symmetric_grid():
     for c in range(1, 5):
         quantizer.mask = c
         q = quantizer(w)
-        torch.testing.assert_close(quantizer(-w), -q)  # odd symmetry
+        assert_close(quantizer(-w), -q)  # odd symmetry
         levels = torch.unique(q)
         assert len(levels) <= 2**c
         expected = a * ((2 * torch.arange(2**c, dtype=torch.float64) + 1) / 2**c - 1)
         assert all(torch.isclose(expected, v).any() for v in levels)
         # without offset the value is the bin's lower edge: the offset adds half a step
         quantizer.offset = False
-        torch.testing.assert_close(q - quantizer(w), a * 2.0**-c * torch.ones_like(w))
+        assert_close(q - quantizer(w), a * 2.0**-c * torch.ones_like(w))
         quantizer.offset = True
 
 
@@ -127,12 +132,12 @@ def test_straight_through_gradients():
     torch.manual_seed(4)
     w = torch.randn(50, requires_grad=True)
     NestedQuantizer(3, transform="linear")(w).sum().backward()
-    torch.testing.assert_close(w.grad, torch.ones(50))
+    assert_close(w.grad, torch.ones(50))
     w.grad = None
     NestedQuantizer(3, transform="tanh")(w).sum().backward()
     t = torch.tanh(w.detach())
     expected = w.detach().abs().max() * (1 - t**2) / t.abs().max()
-    torch.testing.assert_close(w.grad, expected)
+    assert_close(w.grad, expected)
 
 
 @pytest.mark.parametrize(
@@ -156,11 +161,11 @@ def test_prefix_tensor_mask_equals_truncation(kwargs):
         quantizer.mask = c
         hard = quantizer(v)
         quantizer.mask = torch.cat([torch.ones(c), torch.zeros(5 - c)])
-        torch.testing.assert_close(quantizer(v), hard, rtol=0, atol=1e-6)
+        assert_close(quantizer(v), hard)  # the bit-plane sum vs direct truncation
     quantizer.mask = None
     full = quantizer(v)
     quantizer.mask = 5
-    assert torch.equal(quantizer(v), full)
+    assert torch.equal(quantizer(v), full)  # exact: mask None means the full count, same path
 
 
 def oracle_bit_sum(x, m, offset):
@@ -184,7 +189,7 @@ def test_soft_mask_is_a_weighted_bit_sum(offset):
     m = [1.0, 0.8, 0.3, 0.05]
     quantizer = NestedQuantizer(4, signed=False, offset=offset).double()
     quantizer.mask = torch.tensor(m, dtype=torch.float64)
-    torch.testing.assert_close(quantizer(x), oracle_bit_sum(x, m, offset))
+    assert_close(quantizer(x), oracle_bit_sum(x, m, offset))
 
 
 @pytest.mark.parametrize("offset", [False, True])
@@ -200,7 +205,7 @@ def test_gradient_reaches_bit_mask(offset):
     planes = bit_planes(x, 4)
     k = torch.arange(1, 5, dtype=torch.float64)
     expected = 2 * a * (planes.sum(1) * 2.0**-k - (len(w) * 2.0 ** -(k + 1) if offset else 0))
-    torch.testing.assert_close(m.grad, expected)
+    assert_close(m.grad, expected)
 
 
 def test_unsigned_activation_quantizer():
@@ -208,9 +213,9 @@ def test_unsigned_activation_quantizer():
     v = torch.tensor([-1.0, 0.0, 0.3, 1.0, 1.99, 5.0], requires_grad=True)
     quantizer.mask = 2
     out = quantizer(v)
-    torch.testing.assert_close(out, torch.tensor([0.0, 0.0, 0.0, 1.0, 1.5, 1.5]))
+    assert_close(out, torch.tensor([0.0, 0.0, 0.0, 1.0, 1.5, 1.5]))
     out.sum().backward()
-    torch.testing.assert_close(v.grad, torch.tensor([0.0, 1.0, 1.0, 1.0, 1.0, 0.0]))
+    assert_close(v.grad, torch.tensor([0.0, 1.0, 1.0, 1.0, 1.0, 0.0]))
     learned = NestedQuantizer(3, signed=False, learn_clip=True)
     assert isinstance(learned.clip, nn.Parameter)
     learned(torch.tensor([0.3, 4.0])).sum().backward()
@@ -275,4 +280,4 @@ def test_mlp_computes_with_quantized_weights():
         w_q = reference(layer.affine.weight)
         hidden = F.relu(F.linear(x, w_q[:6], layer.affine.bias[:6]))
         expected = F.linear(hidden, net.output.weight[:, :6], net.output.bias)
-        torch.testing.assert_close(net(x), expected)
+        assert_close(net(x), expected)

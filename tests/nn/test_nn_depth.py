@@ -6,6 +6,7 @@ from nn_testing import CountingBranch, check_dropped_blocks_do_not_matter, check
 from torch import nn
 
 from bayes_nest.nn import Axis, NestedStage, axes, masked
+from bayes_nest.testing import assert_close
 
 
 def make_stage(always_on=1, branches=3):
@@ -46,7 +47,7 @@ def test_tensor_mask_scales_branches():
     x = torch.randn(4, 3)
     m = torch.tensor([0.3, 0.9, 0.5, 0.1])  # the always-on entry is ignored
     stage.mask = m
-    torch.testing.assert_close(stage(x), reference(stage, x, [1.0, 0.9, 0.5, 0.1]))
+    assert_close(stage(x), reference(stage, x, [1.0, 0.9, 0.5, 0.1]))
 
 
 def test_dropped_block_weights_do_not_matter():
@@ -58,9 +59,9 @@ def test_always_on_zero_allows_identity():
     stage = make_stage(always_on=0)
     x = torch.randn(2, 3)
     with masked(stage, {"NestedStage": 0}):
-        torch.testing.assert_close(stage(x), x)
+        assert_close(stage(x), x)
     stage.mask = None
-    torch.testing.assert_close(stage(x), reference(stage, x, [1.0, 1.0, 1.0]))
+    assert_close(stage(x), reference(stage, x, [1.0, 1.0, 1.0]))
 
 
 def test_gradient_reaches_tensor_mask():

@@ -6,6 +6,7 @@ from nn_testing import CountingBranch, check_dropped_blocks_do_not_matter, check
 from torch import nn
 
 from bayes_nest.nn import Axis, NestedPaths, axes
+from bayes_nest.testing import assert_close
 
 
 def relu_branch(width_in=4, width_out=4):
@@ -44,17 +45,17 @@ def test_int_mask_equals_tensor_mask(residual, count):
 def test_full_and_soft_masks():
     layer = make_paths(residual=False, width_out=3)
     x = torch.randn(5, 4)
-    torch.testing.assert_close(layer(x), reference(layer, x, [1.0] * 4))
+    assert_close(layer(x), reference(layer, x, [1.0] * 4))
     m = torch.tensor([0.5, 0.25, 1.0, 0.0])  # always-on entries scale too
     layer.mask = m
-    torch.testing.assert_close(layer(x), reference(layer, x, m.tolist()))
+    assert_close(layer(x), reference(layer, x, m.tolist()))
 
 
 def test_residual_with_zero_paths_is_identity():
     layer = make_paths(always_on=0)
     layer.mask = 0
     x = torch.randn(2, 4)
-    assert torch.equal(layer(x), x)
+    assert torch.equal(layer(x), x)  # exact: no path runs, the input passes through
 
 
 def test_dropped_branch_weights_do_not_matter():
@@ -69,7 +70,7 @@ def test_gradient_reaches_tensor_mask():
     layer.mask = m
     layer(x).sum().backward()
     expected = torch.stack([b(x).sum() for b in layer.branches]).detach()
-    torch.testing.assert_close(m.grad, expected)
+    assert_close(m.grad, expected)
 
 
 def test_mismatched_branch_shapes_rejected():
