@@ -113,7 +113,8 @@ def assert_close(
     ----------
     actual, expected
         Tensors, numpy arrays, Python numbers, or (nested) mappings / sequences of them with the
-        same keys and lengths. Shapes must match exactly; NaNs match NaNs in the same places.
+        same keys and lengths; a tensor or array may also be compared with a (nested) list of
+        numbers. Shapes must match exactly; NaNs match NaNs in the same places.
     rtol, atol
         Override the dtype-dependent defaults of :func:`tolerances` (the coarser dtype of the
         two values decides).
@@ -147,9 +148,11 @@ def assert_close(
             )
         return
     if isinstance(expected, Sequence) and not isinstance(expected, str):
-        if not isinstance(actual, Sequence) or len(actual) != len(expected):
+        if isinstance(actual, torch.Tensor | np.ndarray):
+            expected = np.asarray(expected, dtype=float)  # a tensor against (nested) numbers
+        elif not isinstance(actual, Sequence) or len(actual) != len(expected):
             raise AssertionError(f"{prefix}lengths differ: {actual!r} vs {expected!r}")
-        if all(isinstance(item, bool | int | float) for item in expected):
+        elif all(isinstance(item, bool | int | float) for item in expected):
             actual, expected = np.asarray(actual, dtype=float), np.asarray(expected, dtype=float)
         else:
             for index, (left, right) in enumerate(zip(actual, expected, strict=True)):

@@ -46,6 +46,12 @@ def test_shapes_nans_and_containers():
     with pytest.raises(AssertionError, match="keys differ"):
         assert_close({"acc": 0.5}, {"nll": 0.5})
     assert_close([1, 2.0, 3], (1.0, 2.0, 3.0))
+    assert_close(torch.tensor([0.1, 0.2]), [0.1, 0.2])  # float32 values against exact numbers
+    with pytest.raises(AssertionError, match="shapes differ"):
+        assert_close(torch.tensor([0.1, 0.2]), [0.1, 0.2, 0.3])
+    with pytest.raises(AssertionError, match="values differ"):
+        assert_close(np.array([0.1, 0.2]), [0.1, 0.2 + 1e-9])
+    assert_close(torch.tensor([[2.0, 0.7], [20.0, 0.9]]), [[2, 0.7], [20, 0.9]])
     assert_close(torch.tensor([1, 2]), torch.tensor([1, 2]))
     with pytest.raises(AssertionError):
         assert_close(torch.tensor([1, 2]), torch.tensor([1, 3]))

@@ -12,6 +12,7 @@ from scipy import integrate
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
 from bayes_nest.distributions import Downhill, DownhillStraightThrough, KeepCount, constraints
+from bayes_nest.testing import assert_close
 
 
 def differences(m: torch.Tensor) -> torch.Tensor:
@@ -40,7 +41,7 @@ def test_shapes_and_attributes():
     assert downhill.batch_shape == (2, 3) and downhill.event_shape == (5,)
     assert downhill.num_blocks == 5 and downhill.has_rsample
     assert downhill.keep_logits is keep_logits
-    torch.testing.assert_close(downhill.keep_probs, torch.sigmoid(keep_logits))
+    assert_close(downhill.keep_probs, torch.sigmoid(keep_logits))
     assert downhill.temperature.shape == ()
     assert isinstance(downhill.index_distribution, KeepCount)
     assert downhill.index_distribution.probs.shape == (2, 3, 6)
@@ -53,16 +54,16 @@ def test_shapes_and_attributes():
     # a single draw scored against the whole batch (both scoring paths broadcast)
     single = Downhill(keep_logits=torch.randn(5), temperature=0.5).rsample()
     assert downhill.log_prob(single).shape == (2, 3)
-    torch.testing.assert_close(downhill.log_prob(single), downhill.log_prob(single.clone()))
+    assert_close(downhill.log_prob(single), downhill.log_prob(single.clone()))
 
 
 @pytest.mark.parametrize("cls", [Downhill, DownhillStraightThrough])
 def test_geometric_constructor(cls):
     prior = cls.geometric(0.9, 5, temperature=0.5)
     assert type(prior) is cls and prior.event_shape == (5,)
-    torch.testing.assert_close(prior.keep_probs, torch.full((5,), 0.9))
+    assert_close(prior.keep_probs, torch.full((5,), 0.9))
     expected = torch.tensor([0.9**b * 0.1 for b in range(5)] + [0.9**5])
-    torch.testing.assert_close(prior.index_distribution.probs, expected)
+    assert_close(prior.index_distribution.probs, expected)
     batched = cls.geometric(torch.tensor([0.5, 0.8]), 3, temperature=1.0)
     assert batched.batch_shape == (2,)
     with pytest.raises(ValueError, match="keep_probs"):
@@ -77,7 +78,7 @@ def test_batched_temperature_broadcasts():
     assert sample.shape == (2, 3, 4)
     for i, tau in enumerate([0.1, 1.0, 5.0]):
         single = Downhill(keep_probs=torch.full((4,), 0.7), temperature=tau)
-        torch.testing.assert_close(downhill.log_prob(sample)[:, i], single.log_prob(sample[:, i]))
+        assert_close(downhill.log_prob(sample)[:, i], single.log_prob(sample[:, i]))
     # a low temperature gives nearly hard masks, a high one diffuse masks
     torch.manual_seed(1)
     sample = downhill.rsample((2000,))
@@ -118,11 +119,11 @@ def test_log_prob_matches_relaxed_one_hot_categorical(temperature):
     tau = torch.tensor(temperature, dtype=torch.float64)
     oracle = dist.RelaxedOneHotCategorical(tau, probs=q)
     plain = sample.clone()  # scored from its differences
-    torch.testing.assert_close(downhill.log_prob(plain), oracle.log_prob(differences(plain)))
+    assert_close(downhill.log_prob(plain), oracle.log_prob(differences(plain)))
     # the draw itself is scored at its exact log y (kept with the draw): compare in log space
     log_y = sample._reversed_log_simplex.flip(-1)
     log_space_oracle = ExpRelaxedCategorical(tau, probs=q).log_prob(log_y) - log_y.sum(-1)
-    torch.testing.assert_close(downhill.log_prob(sample), log_space_oracle)
+    assert_close(downhill.log_prob(sample), log_space_oracle)
 
 
 def test_log_prob_matches_numpy_concrete_density():
@@ -133,7 +134,7 @@ def test_log_prob_matches_numpy_concrete_density():
     for m in downhill.rsample((20,)):
         y = differences(m).numpy()
         expected = concrete_log_density(y, log_alpha, 0.4)
-        np.testing.assert_allclose(downhill.log_prob(m).item(), expected, rtol=1e-10)
+        assert_close(downhill.log_prob(m).item(), expected)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 3.0])
@@ -265,7 +266,7 @@ def test_expand(default):
     assert large.batch_shape == (3, 2) and large.event_shape == (4,)
     value = large.rsample()
     assert value.shape == (3, 2, 4)
-    torch.testing.assert_close(large.log_prob(value), small.log_prob(value))
+    assert_close(large.log_prob(value), small.log_prob(value))
     assert large.rsample((5,)).shape == (5, 3, 2, 4)
     if not default:
         assert isinstance(large, Downhill)
@@ -281,7 +282,7 @@ def test_expand_with_batched_temperature():
     large = downhill.expand((2, 4))
     assert large.temperature.shape == (2, 4)
     value = large.rsample()
-    torch.testing.assert_close(large.log_prob(value), downhill.log_prob(value))
+    assert_close(large.log_prob(value), downhill.log_prob(value))
 
 
 def test_infer_shapes():

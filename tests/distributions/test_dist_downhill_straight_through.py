@@ -6,6 +6,7 @@ import torch
 from pyro.distributions.testing.gof import multinomial_goodness_of_fit
 
 from bayes_nest.distributions import Downhill, DownhillStraightThrough, constraints, hard_mask
+from bayes_nest.testing import assert_close
 
 
 def test_forward_value_is_the_hard_mask_of_the_relaxed_winner():
@@ -20,7 +21,7 @@ def test_forward_value_is_the_hard_mask_of_the_relaxed_winner():
     assert constraints.downhill.check(relaxed).all()
     ones = torch.ones_like(relaxed[..., :1])
     y = torch.cat([ones, relaxed], -1) - torch.cat([relaxed, 0 * ones], -1)
-    torch.testing.assert_close(value, hard_mask(y.argmax(-1), 6, dtype=value.dtype))
+    assert_close(value, hard_mask(y.argmax(-1), 6, dtype=value.dtype))
 
 
 def test_gradient_is_the_relaxed_samples_gradient():
@@ -32,15 +33,15 @@ def test_gradient_is_the_relaxed_samples_gradient():
     torch.manual_seed(1)
     relaxed = Downhill(keep_logits=keep_logits, temperature=0.5).rsample((64,))
     (grad_relaxed,) = torch.autograd.grad((relaxed * weights).sum(), keep_logits)
-    torch.testing.assert_close(grad_straight, grad_relaxed)
+    assert_close(grad_straight, grad_relaxed)
     assert grad_straight.abs().sum() > 0
 
 
 def test_mean_is_cumprod_of_keep_probs():
     keep_probs = torch.tensor([[0.9, 0.5, 0.8, 0.3], [0.2, 0.99, 0.7, 0.6]], dtype=torch.float64)
     straight = DownhillStraightThrough(keep_probs=keep_probs, temperature=2.0)
-    torch.testing.assert_close(straight.mean, keep_probs.cumprod(-1))
-    torch.testing.assert_close(straight.variance, straight.mean * (1 - straight.mean))
+    assert_close(straight.mean, keep_probs.cumprod(-1))
+    assert_close(straight.variance, straight.mean * (1 - straight.mean))
     torch.manual_seed(2)
     n = 100000
     empirical = straight.rsample((n,)).mean(0)
@@ -64,15 +65,15 @@ def test_log_prob_cases():
     value = straight.rsample((3,))
     # a sample carries its relaxed value: the Downhill density at it (for both classes)
     expected = relaxed_twin.log_prob(value._relaxed)
-    torch.testing.assert_close(straight.log_prob(value), expected)
-    torch.testing.assert_close(relaxed_twin.log_prob(value), expected)
+    assert_close(straight.log_prob(value), expected)
+    assert_close(relaxed_twin.log_prob(value), expected)
     # a hard mask without it: the keep-count log probability of its count
     hard = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
     expected = straight.index_distribution.logits[[0, 1], [2, 0]]
-    torch.testing.assert_close(straight.log_prob(hard), expected)
+    assert_close(straight.log_prob(hard), expected)
     # a relaxed value without the attribute: the density
     soft = value._relaxed.detach().clone()
-    torch.testing.assert_close(straight.log_prob(soft), relaxed_twin.log_prob(soft))
+    assert_close(straight.log_prob(soft), relaxed_twin.log_prob(soft))
     with pytest.raises(ValueError):
         straight.log_prob(torch.tensor([[1.0, 0.0, 1.0, 0.0]] * 2, dtype=torch.float64))
     with pytest.raises(ValueError, match="strictly decreasing"):
@@ -87,10 +88,10 @@ def test_expand_keeps_straight_through_behaviour(default):
     value = large.rsample()
     assert value.shape == (4, 2, 3)
     assert ((value == 0) | (value == 1)).all()
-    torch.testing.assert_close(large.log_prob(value), small.log_prob(value).expand(4, 2))
+    assert_close(large.log_prob(value), small.log_prob(value).expand(4, 2))
     if not default:
         assert type(large) is DownhillStraightThrough
-        torch.testing.assert_close(large.mean, torch.full((4, 2, 3), 0.6).cumprod(-1))
+        assert_close(large.mean, torch.full((4, 2, 3), 0.6).cumprod(-1))
 
 
 def test_infer_shapes_and_support():

@@ -11,6 +11,7 @@ from pyro.distributions.testing.gof import multinomial_goodness_of_fit
 from pyro.infer import TraceEnum_ELBO, config_enumerate
 
 from bayes_nest.distributions import KeepCount, hard_mask
+from bayes_nest.testing import assert_close
 
 
 def product_formula(beta: np.ndarray) -> np.ndarray:
@@ -32,20 +33,18 @@ def test_probs_match_product_formula(d):
     torch.manual_seed(d)
     beta = torch.rand(d, dtype=torch.float64) * 0.98 + 0.01
     keep_count = KeepCount(keep_probs=beta)
-    np.testing.assert_allclose(keep_count.probs.numpy(), product_formula(beta.numpy()), rtol=1e-12)
-    np.testing.assert_allclose(keep_count.probs.sum().item(), 1.0, rtol=1e-12)
-    np.testing.assert_allclose(
-        keep_count.keep_marginals.numpy(), np.cumprod(beta.numpy()), rtol=1e-12
-    )
+    assert_close(keep_count.probs.numpy(), product_formula(beta.numpy()))
+    assert_close(keep_count.probs.sum().item(), 1.0)
+    assert_close(keep_count.keep_marginals.numpy(), np.cumprod(beta.numpy()))
 
 
 def test_logits_and_probs_parametrisations_agree():
     beta = torch.tensor([[0.2, 0.9, 0.5], [0.7, 0.1, 0.99]], dtype=torch.float64)
     by_probs = KeepCount(keep_probs=beta)
     by_logits = KeepCount(keep_logits=torch.logit(beta))
-    torch.testing.assert_close(by_probs.logits, by_logits.logits)
-    torch.testing.assert_close(by_probs.keep_logits, torch.logit(beta))
-    torch.testing.assert_close(by_logits.keep_probs, beta)
+    assert_close(by_probs.logits, by_logits.logits)
+    assert_close(by_probs.keep_logits, torch.logit(beta))
+    assert_close(by_logits.keep_probs, beta)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -64,29 +63,29 @@ def test_log_probs_finite_near_boundaries(dtype, beta):
 def test_geometric_is_truncated_geometric():
     keep_count = KeepCount.geometric(0.8, 6)
     expected = [0.8**b * 0.2 for b in range(6)] + [0.8**6]
-    np.testing.assert_allclose(keep_count.probs.numpy(), expected, rtol=1e-5)
+    assert_close(keep_count.probs, expected, dtype=torch.float32)
     batched = KeepCount.geometric(torch.tensor([0.5, 0.9]), 4)
     assert batched.batch_shape == (2,)
-    np.testing.assert_allclose(batched.probs[0].numpy(), [0.5, 0.25, 0.125, 0.0625, 0.0625])
+    assert_close(batched.probs[0], [0.5, 0.25, 0.125, 0.0625, 0.0625], dtype=torch.float32)
 
 
 def test_uniform_and_from_count_probs():
     uniform = KeepCount.uniform(7, dtype=torch.float64)
-    np.testing.assert_allclose(uniform.probs.numpy(), np.full(8, 1 / 8), rtol=1e-12)
+    assert_close(uniform.probs.numpy(), np.full(8, 1 / 8))
     i = np.arange(1, 8)
-    np.testing.assert_allclose(uniform.keep_probs.numpy(), (8 - i) / (9 - i), rtol=1e-12)
+    assert_close(uniform.keep_probs.numpy(), (8 - i) / (9 - i))
 
     torch.manual_seed(0)
     q = torch.softmax(torch.randn(3, 6, dtype=torch.float64), -1)
     rebuilt = KeepCount.from_count_probs(q)
-    torch.testing.assert_close(rebuilt.probs, q)
-    torch.testing.assert_close(KeepCount.from_count_probs(count_logits=q.log() + 3.0).probs, q)
+    assert_close(rebuilt.probs, q)
+    assert_close(KeepCount.from_count_probs(count_logits=q.log() + 3.0).probs, q)
 
 
 def test_from_count_probs_with_zero_counts():
     q = torch.tensor([0.0, 0.5, 0.5, 0.0, 0.0], dtype=torch.float64)
     rebuilt = KeepCount.from_count_probs(q)
-    torch.testing.assert_close(rebuilt.probs, q)
+    assert_close(rebuilt.probs, q)
     assert not torch.isnan(rebuilt.keep_logits).any()
 
 
@@ -103,11 +102,11 @@ def test_shapes_log_prob_and_enumerate_support():
     support = keep_count.enumerate_support()
     assert support.shape == (5, 2, 3)
     log_probs = keep_count.log_prob(support)
-    torch.testing.assert_close(log_probs.exp().sum(0), torch.ones(2, 3))
-    torch.testing.assert_close(log_probs.movedim(0, -1), keep_count.logits)
+    assert_close(log_probs.exp().sum(0), torch.ones(2, 3))
+    assert_close(log_probs.movedim(0, -1), keep_count.logits)
     unexpanded = keep_count.enumerate_support(expand=False)
     assert unexpanded.shape == (5, 1, 1)
-    torch.testing.assert_close(keep_count.log_prob(unexpanded), log_probs)
+    assert_close(keep_count.log_prob(unexpanded), log_probs)
 
 
 def test_mean_variance_entropy_against_probs():
@@ -116,9 +115,9 @@ def test_mean_variance_entropy_against_probs():
     counts = torch.arange(5, dtype=torch.float64)
     q = torch.tensor(np.stack([product_formula(b) for b in beta.numpy()]))
     mean = (q * counts).sum(-1)
-    torch.testing.assert_close(keep_count.mean, mean)
-    torch.testing.assert_close(keep_count.variance, (q * (counts - mean[:, None]) ** 2).sum(-1))
-    torch.testing.assert_close(keep_count.entropy(), -(q * q.log()).sum(-1))
+    assert_close(keep_count.mean, mean)
+    assert_close(keep_count.variance, (q * (counts - mean[:, None]) ** 2).sum(-1))
+    assert_close(keep_count.entropy(), -(q * q.log()).sum(-1))
 
 
 @pytest.mark.parametrize("batch", [(), (3,)])
@@ -139,8 +138,8 @@ def test_sample_hard_mask_matches_counts():
     torch.manual_seed(3)
     masks = keep_count.sample_hard_mask((50, 2))
     assert masks.shape == (50, 2, 5) and masks.dtype == torch.float32
-    torch.testing.assert_close(masks, hard_mask(counts, 5, dtype=torch.float32))
-    torch.testing.assert_close(masks.sum(-1).long(), counts)
+    assert_close(masks, hard_mask(counts, 5, dtype=torch.float32))
+    assert_close(masks.sum(-1).long(), counts)
     assert (masks[..., 1:] <= masks[..., :-1]).all()
 
 
@@ -152,7 +151,7 @@ def test_expand(default):
     large = expand(small, (3, 2))
     assert large.batch_shape == (3, 2)
     values = torch.tensor([[0, 1], [2, 3], [4, 4]])
-    torch.testing.assert_close(large.log_prob(values), small.log_prob(values))
+    assert_close(large.log_prob(values), small.log_prob(values))
     assert large.sample((5,)).shape == (5, 3, 2)
     by = small.expand_by((6,))
     assert by.batch_shape == (6, 1)
@@ -212,7 +211,7 @@ def test_trace_enum_elbo_marginalises_keep_count():
     counts = torch.arange(5, dtype=torch.float64)
     log_lik = dist.Normal(counts, 0.7).log_prob(data[:, None])
     expected = (log_q + log_lik).logsumexp(-1).sum()
-    torch.testing.assert_close(-loss.detach(), expected)
+    assert_close(-loss.detach(), expected)
     # gradient of the log marginal likelihood by central differences of the oracle
     step, numeric = 1e-6, torch.empty(4, dtype=torch.float64)
     for i in range(4):
@@ -223,4 +222,4 @@ def test_trace_enum_elbo_marginalises_keep_count():
             q = torch.tensor(np.log(product_formula(torch.sigmoid(logits).numpy())))
             shifted.append((q + log_lik).logsumexp(-1).sum())
         numeric[i] = (shifted[0] - shifted[1]) / (2 * step)
-    torch.testing.assert_close(-grad, numeric, rtol=1e-5, atol=1e-7)
+    assert_close(-grad, numeric, rtol=1e-5, atol=1e-7)
