@@ -15,6 +15,7 @@ from .axis import (
 from .bayesian import BayesianConv2d, BayesianLinear, to_bayesian_
 from .bits import MAX_BITS, NestedQuantizer, attach_weight_quantizers, bit_planes, truncate
 from .depth import NestedStage
+from .nest import LayerPlan, NestError, check_narrowing, nest, nest_plan
 from .paths import NestedPaths
 from .width import NestedConv2d, NestedLinear, SlicedConv2d, SlicedLinear, make_activation
 
@@ -24,7 +25,9 @@ __all__ = [
     "BayesianConv2d",
     "BayesianLinear",
     "MAX_BITS",
+    "LayerPlan",
     "Mask",
+    "NestError",
     "NestedConv2d",
     "NestedLinear",
     "NestedModule",
@@ -37,10 +40,13 @@ __all__ = [
     "axes",
     "axis_owners",
     "bit_planes",
+    "check_narrowing",
     "full_block_mask",
     "get_masks",
     "make_activation",
     "masked",
+    "nest",
+    "nest_plan",
     "set_masks",
     "to_bayesian_",
     "truncate",
