@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data import as_loader
+from ..nn.nest import check_narrowing
 from .checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -133,6 +134,7 @@ class FN3Trainer:
         self.sampler = OrderedDropout(
             module, keep_prob, distribution, sandwich=sandwich, coupling=coupling, seed=seed
         )
+        check_narrowing(module)  # a plain layer after a width layer: a clear error, not a crash
         self.optimizer = _make_optimizer(optimizer, module)
         self.scheduler = _make_scheduler(scheduler, self.optimizer)
         self.scheduler_interval = scheduler_interval

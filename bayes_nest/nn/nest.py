@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .axis import NestedModule
+from .axis import NestedModule, axes
 from .nest_graph import LayerPlan, NestError, narrowing_problems, plan_layers
 from .width import NestedConv2d, NestedLinear, SlicedConv2d, SlicedLinear
 
@@ -150,7 +150,7 @@ def nest(
     listing = "; ".join(f"{p.path!r}: {p.reason}" for p in whole)
     if strict and whole:
         raise NestError(f"nest cannot nest these layers: {listing}")
-    if not any(p.role == "nested" for p in plans):
+    if not any(p.role == "nested" for p in plans) and not axes(module):
         outputs = [p.path for p in plans if p.role == "output"]
         raise NestError(
             f"no layer of {type(module).__name__} can be nested (output layers {outputs}"

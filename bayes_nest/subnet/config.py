@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping
 from torch import nn
 
 from ..nn.axis import axes, masked
+from ..nn.nest import check_narrowing
 
 __all__ = ["Config", "full", "smallest", "use", "validate_config"]
 
@@ -73,4 +74,8 @@ def use(module: nn.Module, config: Mapping[str, int]) -> Iterator[nn.Module]:
     """
     checked = validate_config(module, config)
     with masked(module, checked):
-        yield module
+        try:
+            yield module
+        except RuntimeError:
+            check_narrowing(module)  # a plain layer fed by a narrowed one: say so
+            raise
