@@ -48,6 +48,19 @@ def test_search_and_export(tmp_path):
     assert len(list(tmp_path.glob("*.pt2"))) == 3
 
 
+def test_own_network(capsys):
+    result = example("own_network")(["--quick"])
+    assert result["initial_diff"] < 1e-5  # nest() keeps the plain model's function
+    rows = result["rows"]
+    assert [r["budget"] for r in rows] == ["10%", "25%", "50%", "100%"]
+    assert [r["macs"] for r in rows] == sorted(r["macs"] for r in rows)
+    assert all(r["export class"] == "DigitsCNN" for r in rows)
+    assert all(float(r["max |export - nested|"]) < 1e-4 for r in rows)
+    assert rows[-1]["test acc"] > 0.7  # 10 classes: chance is 0.1
+    assert result["bnnn_accuracy"] > 0.7
+    assert "activation" in capsys.readouterr().out  # the nest plan's table
+
+
 @pytest.mark.slow
 def test_arviz_posterior(tmp_path):
     pytest.importorskip("arviz")
