@@ -351,6 +351,11 @@ def narrowing_problems(model: nn.Module) -> list[str]:
     """Plain ``nn.Linear`` / ``nn.Conv2d`` layers fed by a width layer's output in a network
     built from nested layers (they cannot take the narrowed output of a sub-network), one
     message each; ``[]`` when there are none or the network cannot be traced."""
+    layers = list(model.modules())
+    if not any(type(m) in (nn.Linear, nn.Conv2d) for m in layers) or not any(
+        isinstance(m, NestedLinear | NestedConv2d) for m in layers
+    ):
+        return []  # nothing to check: no trace (and no tracing cost) for the package's models
     try:
         graph = trace_graph(model)
     except NestError:

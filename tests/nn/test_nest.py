@@ -260,6 +260,75 @@ def test_grouped_conv_model_has_nothing_to_nest():
         nest(Grouped(), groups=4)
 
 
+class TwoHeads(nn.Module):
+    """A trunk feeding two heads (both sliced), and a concatenation that keeps a layer whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = nn.Linear(4, 8)
+        self.side = nn.Linear(4, 8)
+        self.head_a = nn.Linear(8, 2)
+        self.head_b = nn.Linear(16, 3)
+
+    def forward(self, x):
+        t = F.relu(self.trunk(x))
+        return self.head_a(t), self.head_b(torch.cat([t, torch.sigmoid(self.side(x))], -1))
+
+
+class Orders(nn.Module):
+    """conv -> pool -> BN (a norm after the pooling), and a functional sigmoid (f(0) != 0)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 4)
+        self.out = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = self.bn(F.max_pool2d(self.conv(x), 2)).mean((2, 3))
+        return self.out(torch.sigmoid(self.fc(x)))
+
+
+@pytest.mark.parametrize(
+    ("model", "reasons"),
+    [
+        (TwoHeads, {"trunk": "function cat()", "side": "function sigmoid()"}),
+        (Orders, {"conv": "BatchNorm2d 'bn'", "fc": "function sigmoid()"}),
+    ],
+)
+def test_operations_nest_cannot_follow_keep_layers_whole(model, reasons):
+    plans = nest_plan(model(), groups=2)
+    assert {p.path for p in plans if p.role == "whole"} == set(reasons)
+    assert all(p.role == "output" for p in plans if p.path not in reasons)
+    for plan in plans:
+        if plan.path in reasons:
+            assert f"its output reaches {reasons[plan.path]}" in plan.reason, plan
+            assert "nest cannot follow" in plan.reason
+
+
+def test_a_trunk_shared_by_two_sliced_heads_is_nested():
+    class Shared(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.trunk = nn.Linear(4, 8)
+            self.head_a = nn.Linear(8, 2)
+            self.head_b = nn.Linear(8, 3)
+
+        def forward(self, x):
+            t = F.dropout(F.relu(self.trunk(x)), 0.0)
+            return self.head_a(t) + self.head_b(t).sum(-1, keepdim=True)
+
+    torch.manual_seed(0)
+    plain = Shared()
+    net = nest(plain, groups=4)
+    assert list(axes(net)) == ["trunk"]
+    x = torch.randn(5, 4)
+    assert_close(net(x), plain(x))
+    with subnet.use(net, {"trunk": 1}):
+        assert net(x).shape == (5, 2)
+
+
 class Untraceable(nn.Module):
     def __init__(self) -> None:
         super().__init__()

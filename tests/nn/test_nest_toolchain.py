@@ -114,7 +114,7 @@ def test_bnnn_fits_a_nested_plain_model(trained):
     bnnn = BNNN(copy.deepcopy(net))
     pyro.set_rng_seed(0)
     x, y = blobs(300, 0)
-    bnnn.fit((x, y), epochs=1, batch_size=32, seed=0, progress=False)
+    bnnn.fit((x, y), epochs=1, progress=False)
     trace = poutine.trace(bnnn.model).get_trace(x[:4])
     assert set(axes(net)) <= {
         name for name, site in trace.nodes.items() if site["type"] == "sample"
