@@ -10,14 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from bayes_nest import subnet
-from bayes_nest.infer import fit_fn3
 from bayes_nest.nn import (
     NestedConv2d,
     NestedLinear,
     NestError,
     SlicedLinear,
     axes,
-    check_narrowing,
     masked,
     nest,
     nest_plan,
@@ -375,22 +373,6 @@ def test_leaf_modules_make_control_flow_traceable():
     }
     x = torch.randn(3, 4)
     assert_close(net(x), model(x))
-
-
-def test_hand_nested_net_with_plain_head_gets_a_clear_error_or_is_fixed_by_nest():
-    hand = nn.Sequential(NestedLinear(4, 8, groups=4), nn.Linear(8, 2))
-    with pytest.raises(NestError, match=r"Linear '1' is fed by the width layer '0'.*nn.nest"):
-        check_narrowing(hand)
-    with pytest.raises(NestError, match=r"Linear '1' is fed by the width layer '0'"):
-        with subnet.use(hand, {"0": 2}):
-            hand(torch.zeros(1, 4))
-    with pytest.raises(NestError, match=r"Linear '1' is fed by the width layer '0'"):
-        fit_fn3(hand, (torch.zeros(4, 4), torch.zeros(4, dtype=torch.long)), epochs=1)
-    fixed = nest(hand, groups=4)
-    assert type(fixed[1]) is SlicedLinear and fixed[0] is not hand[0]
-    check_narrowing(fixed)
-    with subnet.use(fixed, {"0": 2}):
-        assert fixed(torch.zeros(3, 4)).shape == (3, 2)
 
 
 def test_cost_macs_and_params_equal_thop_on_the_plain_model():

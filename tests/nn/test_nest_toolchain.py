@@ -14,7 +14,7 @@ from torch import nn
 
 from bayes_nest import search, subnet
 from bayes_nest.infer import BNNN, fit_fn3
-from bayes_nest.nn import axes, nest
+from bayes_nest.nn import NestedLinear, NestError, SlicedLinear, axes, check_narrowing, nest
 from bayes_nest.testing import assert_close
 
 
@@ -124,3 +124,19 @@ def test_bnnn_fits_a_nested_plain_model(trained):
     assert probs.shape == (4, 200, 3)
     assert_close(probs.sum(-1), torch.ones(4, 200))
     assert (probs.mean(0).argmax(-1) == test_y).float().mean().item() > 0.9
+
+
+def test_hand_nested_net_with_plain_head_gets_a_clear_error_or_is_fixed_by_nest():
+    hand = nn.Sequential(NestedLinear(4, 8, groups=4), nn.Linear(8, 2))
+    with pytest.raises(NestError, match=r"Linear '1' is fed by the width layer '0'.*nn.nest"):
+        check_narrowing(hand)
+    with pytest.raises(NestError, match=r"Linear '1' is fed by the width layer '0'"):
+        with subnet.use(hand, {"0": 2}):
+            hand(torch.zeros(1, 4))
+    with pytest.raises(NestError, match=r"Linear '1' is fed by the width layer '0'"):
+        fit_fn3(hand, (torch.zeros(4, 4), torch.zeros(4, dtype=torch.long)), epochs=1)
+    fixed = nest(hand, groups=4)
+    assert type(fixed[1]) is SlicedLinear and fixed[0] is not hand[0]
+    check_narrowing(fixed)
+    with subnet.use(fixed, {"0": 2}):
+        assert fixed(torch.zeros(3, 4)).shape == (3, 2)
