@@ -121,10 +121,12 @@ def test_evaluating_a_file_with_fewer_classes_works(models, tmp_path, capsys):
     a, _ = models
     rng = np.random.default_rng(1)
     np.savez(tmp_path / "three.npz", x=rng.normal(size=(60, 64)), y=np.arange(60) % 3)
-    code = main(["evaluate", str(a), "--data", str(tmp_path / "three.npz"), "--split", "all"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    assert "n" in out and "val_fraction" not in err and "num_classes" not in err
+    for split in ("test", "all"):
+        code = main(["evaluate", str(a), "--data", str(tmp_path / "three.npz"), "--split", split])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        assert "val_fraction" not in err and "num_classes" not in err
+        assert len(out.strip().splitlines()) == 3  # header, rule, one row: the full network
 
 
 def test_label_beyond_int64_is_out_of_range(tmp_path, capsys):
