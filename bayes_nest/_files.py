@@ -6,9 +6,10 @@
   see the old file or the new one, never a partial one. With ``exclusive=True`` the final step
   is a hard link, which fails when the target appeared in the meantime: of two writers racing
   on one path exactly one succeeds.
-* Temporary files are named ``.<name>.<host>.<pid>.<random>.tmp``; every write first removes
-  leftovers of the same target whose writer (same host, that process id) is no longer alive,
-  e.g. after a SIGKILL. A live writer's temporary file is never touched.
+* Temporary files (and folders, `temporary_folder`) are named
+  ``.<name>.<host>.<pid>.<random>.tmp``; every write first removes leftovers of the same target
+  whose writer (same host, that process id) is no longer alive, e.g. after a SIGKILL. A live
+  writer's temporary file is never touched.
 * `check_writable` proves up front that an output can be created (creating and removing any
   missing folders and a probe file), so a bad path fails before a long computation.
 * `check_not_input` refuses an output path that is, or contains, one of the inputs.
@@ -18,11 +19,18 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import socket
 import tempfile
 from collections.abc import Iterable
 
-__all__ = ["atomic_write", "check_not_input", "check_writable", "require_file"]
+__all__ = [
+    "atomic_write",
+    "check_not_input",
+    "check_writable",
+    "require_file",
+    "temporary_folder",
+]
 
 _HOST = socket.gethostname().replace(".", "_") or "host"
 
@@ -59,7 +67,7 @@ def _alive(pid: int) -> bool:
 
 
 def _remove_stale(parent: str, name: str) -> None:
-    """Remove ``.<name>.<host>.<pid>.*.tmp`` files of dead writers on this host."""
+    """Remove ``.<name>.<host>.<pid>.*.tmp`` files (and folders) of dead writers on this host."""
     prefix = f".{name}.{_HOST}."
     try:
         entries = os.listdir(parent)
@@ -71,10 +79,30 @@ def _remove_stale(parent: str, name: str) -> None:
         pid_text = entry[len(prefix) :].split(".", 1)[0]
         if not pid_text.isdigit() or _alive(int(pid_text)):
             continue
+        full = os.path.join(parent, entry)
         try:
-            os.unlink(os.path.join(parent, entry))
+            if os.path.isdir(full) and not os.path.islink(full):
+                shutil.rmtree(full)
+            else:
+                os.unlink(full)
         except OSError:
             pass
+
+
+def _temporary_prefix(name: str) -> str:
+    return f".{name}.{_HOST}.{os.getpid()}."
+
+
+def temporary_folder(path: str | os.PathLike) -> str:
+    """A new empty folder next to ``path``, to be filled and then renamed to ``path``; named
+    like the temporary files of `atomic_write`, and leftovers of dead writers of the same
+    ``path`` are removed first."""
+    path = os.fspath(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    name = os.path.basename(os.path.normpath(path))
+    os.makedirs(parent, exist_ok=True)
+    _remove_stale(parent, name)
+    return tempfile.mkdtemp(dir=parent, prefix=_temporary_prefix(name), suffix=".tmp")
 
 
 def _fsync_dir(parent: str) -> None:
@@ -112,7 +140,7 @@ def atomic_write(
     name = os.path.basename(path)
     os.makedirs(parent, exist_ok=True)
     _remove_stale(parent, name)
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{name}.{_HOST}.{os.getpid()}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=_temporary_prefix(name), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)

@@ -25,6 +25,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ._files import check_writable
 from .data import load_dataset
 from .outputs import export_subnet
 from .pipeline import ModelSpec, fit
@@ -92,6 +93,7 @@ def run_demo(
             f"output {str(out)!r} exists and was not written by the demo; pass --force to "
             "replace it or choose another --out"
         )
+    check_writable(out)  # before training, not after
     start = time.perf_counter()
     mode = "quick" if quick else "full"
     cfg = SETTINGS[mode]

@@ -20,6 +20,7 @@ from typing import Any
 
 from torch import nn
 
+from ._files import temporary_folder
 from .nn import axes
 
 __all__ = [
@@ -359,8 +360,7 @@ def write_report(
     out = Path(out)
     if out.exists() and not force:
         raise FileExistsError(f"output {str(out)!r} exists; pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    tmp = Path(temporary_folder(out))  # a killed run's leftover is removed by the next one
     try:
         figures = {"pareto": "pareto_front.png"}
         _save(pareto_figure(analyses), tmp / figures["pareto"])

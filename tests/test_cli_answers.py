@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import bayes_nest
-from bayes_nest._files import atomic_write
+from bayes_nest._files import atomic_write, temporary_folder
 from bayes_nest.cli import main
 from bayes_nest.data import load_file
 from bayes_nest.infer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -259,3 +259,8 @@ def test_stale_temporary_files_of_dead_writers_are_removed(tmp_path):
         f.write_bytes(b"partial")
     atomic_write(tmp_path / "m.ckpt", b"new")
     assert sorted(os.listdir(tmp_path)) == sorted([live.name, other.name, "m.ckpt"])
+    # a report folder half-built by a killed run
+    stale_folder = tmp_path / f".report.{_HOST}.{dead}.xyz.tmp"
+    (stale_folder / "figures").mkdir(parents=True)
+    fresh = temporary_folder(tmp_path / "report")
+    assert not stale_folder.exists() and os.path.isdir(fresh)
