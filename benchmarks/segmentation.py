@@ -29,6 +29,7 @@ networks, one epoch: a smoke test, never evidence).
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import sys
 import time
@@ -95,6 +96,7 @@ def scores(samples: torch.Tensor, probs: torch.Tensor, masks: torch.Tensor) -> d
     For the matching, ``S`` samples that are not a multiple or divisor of the ``A`` annotations
     (5 ensemble members against 4 annotators) are each repeated ``A`` times.
     """
+    samples, probs, masks = samples.cpu(), probs.cpu(), masks.cpu()
     a, num = masks.shape[1], len(samples)
     matched = samples.repeat(a, 1, 1, 1) if max(a, num) % min(a, num) else samples
     return {
@@ -132,30 +134,33 @@ def make_bnnn(net: torch.nn.Module, dataset_size: int):
         return None
 
 
-def nested_rows(method, model, predict, data, s, seed, input_shape) -> list[dict]:
-    """Scores of every config of the family on validation and test data, with MACs."""
+def nested_rows(method, model, predict, data, seed, reference) -> list[dict]:
+    """Scores of every config of the family on validation and test data, with MACs (counted on
+    ``reference``, a CPU copy of the architecture: MACs depend on the config only)."""
     net = model if method == "fn3" else model.net
     rows = []
+    device = next(net.parameters()).device
     for name, config in width_depth_configs(net):
         recalibrate_batchnorm(net, data.train.x, config)
         net.eval()
         row = {"seed": seed, "method": method, "config": name}
-        row["macs"] = cost(net, config, "macs", input_shape=input_shape)
+        row["macs"] = cost(reference, config, "macs", input_shape=data.input_shape)
         for split in ("val", "test"):
             x, masks = data.splits[split]
-            probs = predict(config, x)
+            probs = predict(config, x.to(device)).cpu()
             for key, value in scores(masks_from_probs(probs), probs, masks).items():
                 row[f"{split}_{key}"] = value
         rows.append(row)
     return rows
 
 
-def run_seed(seed: int, s: dict) -> list[dict]:
+def run_seed(seed: int, s: dict, device: str = "cpu") -> list[dict]:
     data = load_segmentation(num_images=s["num_images"], size=s["size"], seed=seed)
     train = RandomAnnotatorDataset(data.train, seed=seed)
     loader = as_loader(train, s["batch_size"], shuffle=True, seed=seed)
     shape = data.input_shape
     x, masks = data.test
+    x = x.to(device)
     rows = []
 
     def record(method, samples, probs, seconds, macs):
@@ -173,7 +178,7 @@ def run_seed(seed: int, s: dict) -> list[dict]:
         torch.manual_seed(1000 * seed + m)
         start = time.perf_counter()
         members.append(unet(s))
-        train_plain(members[-1], loader, epochs=s["epochs"], lr=LR)
+        train_plain(members[-1], loader, epochs=s["epochs"], lr=LR, device=device)
         seconds.append(time.perf_counter() - start)
     record("deterministic", *sample_masks("deterministic", members, x, 1), seconds[0], full_macs)
     record(
@@ -182,7 +187,7 @@ def run_seed(seed: int, s: dict) -> list[dict]:
     torch.manual_seed(1000 * seed + 100)
     start = time.perf_counter()
     dropout = unet(s, dropout=DROPOUT)
-    train_plain(dropout, loader, epochs=s["epochs"], lr=LR)
+    train_plain(dropout, loader, epochs=s["epochs"], lr=LR, device=device)
     record(
         "mc_dropout",
         *sample_masks("mc_dropout", [dropout], x, s["samples"]),
@@ -194,7 +199,14 @@ def run_seed(seed: int, s: dict) -> list[dict]:
     prob = ProbabilisticUNet(
         1, s["widths"], bottleneck_blocks=s["bottleneck_blocks"], groups=s["groups"]
     )
-    train_plain(prob, loader, epochs=s["epochs"], lr=LR, loss=lambda m, xb, yb: m.loss(xb, yb))
+    train_plain(
+        prob,
+        loader,
+        epochs=s["epochs"],
+        lr=LR,
+        loss=lambda m, xb, yb: m.loss(xb, yb),
+        device=device,
+    )
     record(
         "prob_unet",
         *sample_masks("prob_unet", [prob], x, s["samples"]),
@@ -214,6 +226,7 @@ def run_seed(seed: int, s: dict) -> list[dict]:
         sandwich="both",
         seed=seed,
         progress=False,
+        device=device,
     )
     fn3_seconds = time.perf_counter() - start
 
@@ -221,13 +234,14 @@ def run_seed(seed: int, s: dict) -> list[dict]:
         with torch.no_grad(), use(fn3, config):
             return torch.sigmoid(fn3(images))[:, 0][None]
 
-    front = nested_rows("fn3", fn3, fn3_predict, data, s, seed, shape)
+    front = nested_rows("fn3", fn3, fn3_predict, data, seed, reference)
     front[-1]["train_seconds"] = fn3_seconds  # the full network's row
     rows += front
     torch.manual_seed(1000 * seed + 400)
     start = time.perf_counter()
     bnnn = make_bnnn(unet(s), len(train))
     if bnnn is not None:
+        bnnn.to(device)
         bnnn.fit(train, epochs=s["epochs"], batch_size=s["batch_size"], progress=False, seed=seed)
         bnnn_seconds = time.perf_counter() - start
 
@@ -236,7 +250,7 @@ def run_seed(seed: int, s: dict) -> list[dict]:
                 probs = bnnn.predict(images, config=config, num_samples=s["samples"])
             return probs.reshape(s["samples"], len(images), *images.shape[-2:])
 
-        front = nested_rows("bnnn", bnnn, bnnn_predict, data, s, seed, shape)
+        front = nested_rows("bnnn", bnnn, bnnn_predict, data, seed, reference)
         front[-1]["train_seconds"] = bnnn_seconds
         rows += front
     return rows
@@ -318,11 +332,15 @@ def summarize(rows: list[dict], seeds: list[int]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    extra = argparse.ArgumentParser(add_help=False)
+    extra.add_argument("--device", default="cpu", help="torch device to train and predict on")
+    known, rest = extra.parse_known_args(argv)
     args = benchmark_args(
         __doc__,
         RESULTS / "segmentation.json",
-        "tiny images and networks, one epoch, 3 seeds (< 1 minute; a smoke test)",
-        argv,
+        "tiny images and networks, one epoch, 3 seeds (< 1 minute; a smoke test); "
+        "--device DEVICE trains and predicts there (default cpu)",
+        rest,
     )
     torch.set_num_threads(1)
     s = QUICK if args.quick else FULL
@@ -332,7 +350,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     rows = []
     for seed in tqdm(s["seeds"], desc="seeds"):
-        rows += run_seed(seed, s)
+        rows += run_seed(seed, s, known.device)
     summary = summarize(rows, s["seeds"])
     summary["run_seconds"] = time.perf_counter() - start
     summary["bnnn_available"] = any(r["method"] == "bnnn" for r in rows)
@@ -360,6 +378,7 @@ def main(argv: list[str] | None = None) -> None:
         "fn3": {"keep_prob": 0.9, "distribution": "geometric", "sandwich": "both"},
         "bnnn": {"likelihood": "Bernoulli", "defaults": "BNNN defaults"},
         "torch_threads": 1,
+        "device": known.device,
     }
     name = "segmentation_quick" if args.quick else "segmentation"
     on_front = {(f["method"], f["seed"], f["config"]) for f in fronts}

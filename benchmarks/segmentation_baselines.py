@@ -133,19 +133,23 @@ def train_plain(
     epochs: int,
     lr: float = 1e-3,
     loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    device: torch.device | str = "cpu",
 ) -> list[float]:
-    """Train with Adam on ``loss(model, x, y)`` (default: BCE of ``model(x)``); epoch losses."""
+    """Train with Adam on ``loss(model, x, y)`` (default: BCE of ``model(x)``) on ``device``;
+    returns the epoch losses."""
     if loss is None:
 
         def loss(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return F.binary_cross_entropy_with_logits(m(x), y)
 
+    model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     history = []
     for _ in range(epochs):
         total, batches = 0.0, 0
         for x, y in loader:
+            x, y = x.to(device), y.to(device)
             optimizer.zero_grad(set_to_none=True)
             value = loss(model, x, y)
             value.backward()
