@@ -93,6 +93,13 @@ def _dtype_of(value: Any) -> torch.dtype | np.dtype | type:
     return float
 
 
+def _as_tensor(value: Any) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    # a contiguous copy: torch cannot share a numpy view with negative strides (reversed)
+    return torch.as_tensor(np.array(value))
+
+
 def _coarser(first: tuple[float, float], second: tuple[float, float]) -> tuple[float, float]:
     return (max(first[0], second[0]), max(first[1], second[1]))
 
@@ -174,12 +181,7 @@ def assert_close(
         )
     rtol = default_rtol * scale if rtol is None else rtol
     atol = default_atol * scale if atol is None else atol
-    left = torch.as_tensor(
-        np.asarray(actual.detach().cpu() if isinstance(actual, torch.Tensor) else actual)
-    )
-    right = torch.as_tensor(
-        np.asarray(expected.detach().cpu() if isinstance(expected, torch.Tensor) else expected)
-    )
+    left, right = _as_tensor(actual), _as_tensor(expected)
     if left.shape != right.shape:
         raise AssertionError(f"{prefix}shapes differ: {tuple(left.shape)} vs {tuple(right.shape)}")
     left, right = left.double(), right.double()

@@ -52,6 +52,9 @@ def test_shapes_nans_and_containers():
     with pytest.raises(AssertionError, match="values differ"):
         assert_close(np.array([0.1, 0.2]), [0.1, 0.2 + 1e-9])
     assert_close(torch.tensor([[2.0, 0.7], [20.0, 0.9]]), [[2, 0.7], [20, 0.9]])
+    assert_close(np.arange(4.0)[::-1], torch.tensor([3.0, 2.0, 1.0, 0.0]))  # a reversed view
+    with pytest.raises(AssertionError, match=r"shapes differ: \(\) vs \(1,\)"):
+        assert_close(torch.tensor(1.0), [1.0])
     assert_close(torch.tensor([1, 2]), torch.tensor([1, 2]))
     with pytest.raises(AssertionError):
         assert_close(torch.tensor([1, 2]), torch.tensor([1, 3]))

@@ -1,7 +1,5 @@
 """Ordered-dropout sampler: distribution, determinism, masks, sandwich rule, Pyro sites."""
 
-import math
-
 import pyro
 import pytest
 import torch
@@ -11,6 +9,7 @@ from bayes_nest.distributions import KeepCount
 from bayes_nest.infer import OrderedDropout, conditional_keep_probs, keep_count_probs
 from bayes_nest.models import MLP
 from bayes_nest.nn import get_masks
+from bayes_nest.testing import assert_close
 
 
 def _net(groups=8, always_on=1, hidden=(32, 48)):
@@ -43,7 +42,7 @@ def test_sampled_counts_match_keep_count_probs(distribution, keep_prob, oracle):
             counts[name][n - 2] += 1  # always_on=2, D=6
     expected = oracle(6)
     for name in sampler.axes:
-        assert torch.allclose(sampler.probs[name], expected.double(), atol=1e-6)
+        assert_close(sampler.probs[name], expected, dtype=torch.float32)
         assert _chi_square_pvalue(counts[name], expected) > 1e-3
     # The two axes are drawn independently: a 2-D contingency test on joint counts.
     sampler = OrderedDropout(net, keep_prob, distribution, seed=7)
@@ -59,22 +58,22 @@ def test_geometric_and_uniform_closed_forms():
     pi, d = 0.7, 5
     q = keep_count_probs(conditional_keep_probs(d, "geometric", pi))
     closed = [pi**b * (1 - pi) for b in range(d)] + [pi**d]
-    assert torch.allclose(q.double(), torch.tensor(closed, dtype=torch.float64), atol=1e-6)
+    assert_close(q, closed, dtype=torch.float32)
     u = keep_count_probs(conditional_keep_probs(d, "uniform"))
-    assert torch.allclose(u.double(), torch.full((d + 1,), 1 / (d + 1), dtype=torch.float64))
+    assert_close(u, torch.full((d + 1,), 1 / (d + 1)))
 
 
 def test_per_axis_keep_prob_by_name_and_kind():
     net = _net()
     sampler = OrderedDropout(net, {"width": 0.6, "hidden.1": 0.9})
-    assert torch.allclose(sampler.keep_probs["hidden.0"], torch.full((7,), 0.6).double())
-    assert torch.allclose(sampler.keep_probs["hidden.1"], torch.full((7,), 0.9).double())
+    assert_close(sampler.keep_probs["hidden.0"], torch.full((7,), 0.6))
+    assert_close(sampler.keep_probs["hidden.1"], torch.full((7,), 0.9))
     # A kind the module lacks is ignored (per-kind settings fit any model).
     assert set(OrderedDropout(net, {"width": 0.6, "bits": 0.5}).probs) == {"hidden.0", "hidden.1"}
     defaulted = OrderedDropout(net, {"hidden.1": 0.6, "default": 0.7})
-    assert torch.allclose(defaulted.keep_probs["hidden.0"], torch.full((7,), 0.7).double())
+    assert_close(defaulted.keep_probs["hidden.0"], torch.full((7,), 0.7))
     mixed = OrderedDropout(net, 0.9, {"hidden.0": "uniform", "hidden.1": "geometric"})
-    assert torch.allclose(mixed.probs["hidden.0"], torch.full((8,), 1 / 8).double())
+    assert_close(mixed.probs["hidden.0"], torch.full((8,), 1 / 8))
 
 
 @pytest.mark.parametrize(
@@ -105,12 +104,13 @@ def test_module_without_orderable_axes_raises():
 def test_setting_parameters_recomputes_cache_and_bad_value_keeps_old():
     sampler = OrderedDropout(_net(), 0.9, seed=0)
     sampler.keep_prob = 0.5
-    assert math.isclose(sampler.probs["hidden.0"][0].item(), 0.5)
+    assert_close(sampler.probs["hidden.0"][0], 0.5)
     with pytest.raises(ValueError):
         sampler.keep_prob = 2.0
-    assert sampler.keep_prob == 0.5 and math.isclose(sampler.probs["hidden.0"][0].item(), 0.5)
+    assert sampler.keep_prob == 0.5  # the stored setting itself, unchanged
+    assert_close(sampler.probs["hidden.0"][0], 0.5)
     sampler.distribution = "uniform"
-    assert torch.allclose(sampler.probs["hidden.1"], torch.full((8,), 1 / 8).double())
+    assert_close(sampler.probs["hidden.1"], torch.full((8,), 1 / 8))
 
 
 def test_seeded_draws_and_state_round_trip():
@@ -172,7 +172,7 @@ def test_pyro_sites_named_after_axes():
         assert torch.equal(value, (torch.arange(7) < count - 1).to(value.dtype))  # a prefix
     # The sites' prior is the sampler's keep-count law.
     prior = trace.nodes["hidden.0"]["fn"]
-    assert torch.allclose(prior.index_distribution.probs.double(), sampler.probs["hidden.0"])
+    assert_close(prior.index_distribution.probs, sampler.probs["hidden.0"])
     tensors = sampler.sample_sites(slice_hard=False)
     assert tensors["hidden.0"].shape == (8,)
 

@@ -15,6 +15,7 @@ from bayes_nest.infer.vou import (
     resolve_temperature,
 )
 from bayes_nest.nn import Axis
+from bayes_nest.testing import assert_close
 
 
 def _vou(logits, always_on=1, **kw):
@@ -38,19 +39,17 @@ def test_keep_count_probs_and_marginals_match_the_chain_formula():
     logits = [2.0, -0.5, 1.0, 0.3]
     vou = _vou(logits)
     beta = 1 / (1 + np.exp(-np.array(logits)))
-    np.testing.assert_allclose(vou.keep_probs().detach().numpy(), beta, rtol=1e-6)
+    assert_close(vou.keep_probs().detach(), beta)
     q = _count_probs_by_hand(beta)
-    np.testing.assert_allclose(vou.keep_count_probs().detach().numpy(), q, rtol=1e-5)
-    np.testing.assert_allclose(vou.keep_marginals().detach().numpy(), np.cumprod(beta), rtol=1e-5)
+    assert_close(vou.keep_count_probs().detach(), q)
+    assert_close(vou.keep_marginals().detach(), np.cumprod(beta))
     # P(b >= k) is the tail sum of q
     tails = q[::-1].cumsum()[::-1][1:]
-    np.testing.assert_allclose(vou.keep_marginals().detach().numpy(), tails, rtol=1e-5)
+    assert_close(vou.keep_marginals().detach(), tails)
     block = vou.block_marginals().detach().numpy()
     assert block.shape == (5,) and block[0] == 1.0
     # the distribution's own keep-count law agrees
-    np.testing.assert_allclose(
-        vou.distribution().index_distribution.probs.detach().numpy(), q, rtol=1e-5
-    )
+    assert_close(vou.distribution().index_distribution.probs.detach(), q)
 
 
 def test_log_space_stays_finite_for_extreme_logits():
@@ -66,13 +65,13 @@ def test_log_space_stays_finite_for_extreme_logits():
 def test_init_keep_prob_and_distribution_type():
     axis = Axis("a", "width", 6, 2)
     vou = VariationalOrderingUnit(axis, init_keep_prob=0.9, temperature=0.7)
-    torch.testing.assert_close(vou.keep_probs(), torch.full((4,), 0.9))
+    assert_close(vou.keep_probs(), torch.full((4,), 0.9))
     assert isinstance(vou.distribution(), DownhillStraightThrough)
     assert float(vou.distribution().temperature) == pytest.approx(0.7)
     relaxed = VariationalOrderingUnit(axis, straight_through=False)
     assert type(relaxed.distribution()) is Downhill
     prior = vou.prior(0.8)
-    torch.testing.assert_close(prior.keep_probs, torch.full((4,), 0.8))
+    assert_close(prior.keep_probs, torch.full((4,), 0.8))
     assert float(prior.temperature) == pytest.approx(0.7)
 
 
