@@ -163,6 +163,7 @@ def test_weights_are_copied_unless_inplace():
     with torch.no_grad():
         net[1].affine.weight.add_(1.0)
     assert not torch.equal(net[1].affine.weight, plain[1].weight)
+    assert {t.device for t in net.state_dict().values()} == {plain[1].weight.device}
     shared = nest(plain, groups=4, inplace=True)
     assert shared is plain and isinstance(plain[1], NestedLinear)
     assert isinstance(plain[2], nn.Identity) and isinstance(plain[7], SlicedLinear)

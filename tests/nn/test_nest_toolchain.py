@@ -89,6 +89,7 @@ def test_export_of_a_smaller_config_equals_the_masked_model():
         expected = net(x)
     with torch.no_grad():
         assert_close(exported(x), expected)
+        assert_close(torch.export.export(exported, (x,)).module()(x), expected)
     macs = 8 * 8 * 4 * 9 + 4 * 4 * 12 * 4 * 9 + 12 * 4 * 2 + 2 * 3
     assert subnet.cost(net, config, "macs", (1, 8, 8)) == macs
 
