@@ -356,6 +356,12 @@ def fit(
         raise TypeError(f"bundle must be a DataBundle, got {type(bundle).__name__}")
     opts = training_options(method, options)
     dev = training_device(device, ctx)
+    for name, stat in (("mean", bundle.mean), ("std", bundle.std)):
+        if not torch.isfinite(stat).all() or (name == "std" and not (stat > 0).all()):
+            raise ValueError(
+                f"the bundle's standardization {name} must be finite (std > 0), got {name} "
+                f"from {float(stat.min()):g} to {float(stat.max()):g}; rescale the inputs"
+            )
     if amp and method != "fn3":
         raise ValueError(f"amp={amp!r}: mixed precision is offered for FN3 training only")
     if resume and checkpoint_path is None:

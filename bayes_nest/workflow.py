@@ -332,6 +332,7 @@ def search_front(
     ``front.info``."""
     from .search.greedy import greedy
 
+    fingerprint = model.fingerprint()  # of the model as given, before any recalibration
     fn = make_score(
         model,
         split,
@@ -349,7 +350,7 @@ def search_front(
             "score": score,
             "ece_weight": ece_weight,
             "method": model.method,
-            "model_fingerprint": model.fingerprint(),
+            "model_fingerprint": fingerprint,
         }
     )
     return front

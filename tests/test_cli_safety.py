@@ -219,3 +219,33 @@ def test_sandwich_none_is_honoured_from_command_line_and_config(tmp_path, capsys
     assert any(not torch.equal(wa[k], wb[k]) for k in wa)
     for k in wb:
         torch.testing.assert_close(wc[k], wb[k], rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_two_racing_fit_processes_on_one_output(tmp_path):
+    """Two real ``fit`` processes with the same --out: exactly one succeeds, the other says
+    the output exists (or appeared meanwhile), and the file is the winner's complete model."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(pipeline.__file__)))
+    env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "m.ckpt"
+    argv = [sys.executable, "-m", "bayes_nest.cli", "fit", "--data", "digits", *TINY]
+    runs = [
+        subprocess.Popen(
+            [*argv, "--seed", str(i), "--out", str(out)],
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    done = [(r.wait(timeout=600), r.stdout.read(), r.stderr.read()) for r in runs]
+    assert sorted(code for code, _, _ in done) == [0, 2], done
+    (winner,) = [i for i, (code, _, _) in enumerate(done) if code == 0]
+    loser_err = done[1 - winner][2]
+    assert "exists" in loser_err or "appeared" in loser_err
+    assert load_model(out).options["seed"] == winner
+    assert os.listdir(tmp_path) == ["m.ckpt"]
