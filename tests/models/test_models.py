@@ -9,6 +9,7 @@ from torch import nn
 from bayes_nest.models import MLP, VGG, VGG_CONFIGS, ConvNet, ResNet, ResNeXt
 from bayes_nest.nn import axes, axis_owners, masked
 from bayes_nest.subnet import full, smallest, use
+from bayes_nest.testing import assert_close
 
 IMAGE = (1, 8, 8)
 
@@ -164,7 +165,7 @@ def test_int_counts_equal_prefix_tensor_masks(name):
             with masked(model, prefix_masks(model, config)):
                 scaled = model(x)
             assert sliced.shape == (5, 3)
-            torch.testing.assert_close(sliced, scaled, atol=1e-5, rtol=1e-5)
+            assert_close(sliced, scaled, scale=10)
 
 
 @pytest.mark.parametrize("name", sorted(FACTORIES))
@@ -190,7 +191,7 @@ def test_dropped_residual_blocks_do_not_matter():
         for block in model.stages[1].blocks[1:]:
             for p in block.parameters():
                 p.add_(1.0)
-        torch.testing.assert_close(model(x), before)
+        assert_close(model(x), before)
         for p in model.stages[1].blocks[0].parameters():
             p.add_(0.1)
         assert not torch.allclose(model(x), before)
@@ -204,7 +205,7 @@ def test_dropped_paths_do_not_matter():
         for branch in paths.branches[1:]:
             for p in branch.parameters():
                 p.mul_(-3.0)
-        torch.testing.assert_close(model(x), before)
+        assert_close(model(x), before)
         for p in paths.branches[0].parameters():
             p.mul_(-3.0)
         assert not torch.allclose(model(x), before)
@@ -220,7 +221,7 @@ def test_dropped_channels_do_not_matter():
         conv.affine.weight[kept:] += 5.0
         conv.norm.bias[kept:] += 5.0
         nxt.affine.weight[:, kept:] += 5.0  # inputs from dropped channels
-        torch.testing.assert_close(model(x), before)
+        assert_close(model(x), before)
         conv.affine.weight[:kept] += 0.5
         assert not torch.allclose(model(x), before)
 
@@ -233,7 +234,7 @@ def test_shared_width_axis_drops_channels_everywhere():
         assert stage_out.shape[1] == 2  # one group of two channels
         for owner in [o for n, o in axis_owners(model) if n == "stages.0.width"]:
             owner.affine.weight[2:] += 3.0
-        torch.testing.assert_close(model(x), before)
+        assert_close(model(x), before)
 
 
 @pytest.mark.parametrize("name", sorted(FACTORIES))
@@ -318,7 +319,7 @@ def test_models_accept_always_on_zero():
     x = torch.randn(2, *IMAGE)
     with torch.no_grad(), use(model, smallest(model)):
         out = model(x)
-    torch.testing.assert_close(out, model.head.bias.expand(2, 3))
+    assert_close(out, model.head.bias.expand(2, 3))
 
 
 def test_numpy_integers_are_accepted():

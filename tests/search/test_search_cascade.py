@@ -7,6 +7,7 @@ import torch
 
 from bayes_nest import metrics
 from bayes_nest.search import Cascade, cascade_curve, uncertainty
+from bayes_nest.testing import assert_close
 
 
 def _confident(labels, k, confidence):
@@ -31,8 +32,8 @@ def test_average_cost_counts_every_stage_run():
     assert result.stage.tolist() == [0] * 5 + [1] * 3 + [2] * 2
     assert result.average_cost == (5 * 1 + 3 * (1 + 4) + 2 * (1 + 4 + 10)) / 10
     assert result.exit_fractions(3) == [0.5, 0.3, 0.2]
-    torch.testing.assert_close(result.probs[:5], stages[0][:5])
-    torch.testing.assert_close(result.probs[8:], stages[2][8:])
+    assert_close(result.probs[:5], stages[0][:5])
+    assert_close(result.probs[8:], stages[2][8:])
 
 
 def test_lazy_predict_matches_run_and_skips_confident_inputs():
@@ -49,9 +50,9 @@ def test_lazy_predict_matches_run_and_skips_confident_inputs():
     cascade = Cascade([1.0, 2.0, 3.0], [0.8, 0.6], configs=configs)
     lazy = cascade.predict(predict, x)
     full = cascade.run([torch.softmax(x @ w, -1) for w in weights])
-    torch.testing.assert_close(lazy.probs, full.probs)
+    assert_close(lazy.probs, full.probs)
     assert torch.equal(lazy.stage, full.stage)
-    assert lazy.average_cost == pytest.approx(full.average_cost)
+    assert_close(lazy.average_cost, full.average_cost)
     sizes = dict(seen)
     assert sizes[1] == 50 and sizes[2] == int((full.stage >= 1).sum())
     assert sizes.get(3, 0) == int((full.stage == 2).sum())
@@ -60,9 +61,7 @@ def test_lazy_predict_matches_run_and_skips_confident_inputs():
 def test_mutual_information_for_sample_predictions():
     g = torch.Generator().manual_seed(0)
     samples = torch.softmax(torch.randn(8, 30, 4, generator=g), -1)
-    torch.testing.assert_close(
-        uncertainty(samples, "mutual_information"), metrics.mutual_information(samples)
-    )
+    assert_close(uncertainty(samples, "mutual_information"), metrics.mutual_information(samples))
     with pytest.raises(ValueError, match="per-sample"):
         uncertainty(samples[0], "mutual_information")
     with pytest.raises(ValueError, match="uncertainty"):

@@ -14,9 +14,9 @@ from bayes_nest.nn import NestedConv2d, NestedLinear, NestedModule, SlicedLinear
 from bayes_nest.nn.bayesian import deterministic_weights, to_bayesian_
 from bayes_nest.nn.bits import NestedQuantizer
 from bayes_nest.subnet import ExportError, export, recalibrate_batchnorm, use
+from bayes_nest.testing import assert_close
 
 ZOO = model_zoo()
-TOL = 1e-5
 
 
 def _reference(model: nn.Module, config, x: torch.Tensor) -> torch.Tensor:
@@ -39,7 +39,7 @@ def test_export_equals_masked_network(name):
         assert not exported.training
         with torch.no_grad():
             out = exported(x)
-        torch.testing.assert_close(out, _reference(model, config, x), atol=TOL, rtol=0)
+        assert_close(out, _reference(model, config, x), scale=10)
 
 
 def test_export_leaves_source_model_untouched():
@@ -63,7 +63,7 @@ def test_torch_export_accepts_exported_model(name):
     exported = export(model, random_configs(model, 1, seed=5)[-1], input_shape=shape)
     x = torch.randn(2, *shape)
     program = torch.export.export(exported, (x,))
-    torch.testing.assert_close(program.module()(x), exported(x), atol=TOL, rtol=0)
+    assert_close(program.module()(x), exported(x), scale=10)
 
 
 def _onnx_roundtrip(model: nn.Module, x: torch.Tensor) -> None:
@@ -82,7 +82,7 @@ def _onnx_roundtrip(model: nn.Module, x: torch.Tensor) -> None:
         return
     session = onnxruntime.InferenceSession(buffer.getvalue())
     (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-    torch.testing.assert_close(torch.from_numpy(out), model(x).detach(), atol=1e-4, rtol=1e-4)
+    assert_close(torch.from_numpy(out), model(x).detach(), atol=1e-4, rtol=1e-4)
 
 
 def test_onnx_export_of_exported_model():
@@ -108,7 +108,7 @@ def test_saved_model_loads_without_package_classes():
     buffer.seek(0)
     loaded = torch.load(buffer, weights_only=False)
     x = torch.randn(2, *shape)
-    torch.testing.assert_close(loaded(x), exported(x))
+    assert_close(loaded(x), exported(x))
 
 
 # ----------------------------------------------------------------------------- block scales
@@ -141,9 +141,7 @@ def test_block_scales_fold_into_width_layers(kwargs, sign):
     exported = export(net, config, input_shape=(6,), block_scales=scales)
     _assert_plain(exported)
     x = torch.randn(7, 6)
-    torch.testing.assert_close(
-        exported(x), _scaled_reference(net, config, scales, x), atol=TOL, rtol=0
-    )
+    assert_close(exported(x), _scaled_reference(net, config, scales, x), scale=10)
 
 
 def test_block_scales_on_depth_and_paths():
@@ -162,9 +160,7 @@ def test_block_scales_on_depth_and_paths():
         }
         exported = export(model, config, input_shape=shape, block_scales=scales)
         x = torch.randn(3, *shape)
-        torch.testing.assert_close(
-            exported(x), _scaled_reference(model, config, scales, x), atol=TOL, rtol=0
-        )
+        assert_close(exported(x), _scaled_reference(model, config, scales, x), scale=10)
 
 
 def test_block_scales_validation():
@@ -207,7 +203,7 @@ def test_user_modules_keep_their_forward():
     assert isinstance(exported.conv[0], nn.Conv2d) and exported.conv[0].out_channels == 4
     _assert_plain(exported.conv)
     x = torch.randn(4, 2, 5, 5)
-    torch.testing.assert_close(exported(x), _reference(net, config, x), atol=TOL, rtol=0)
+    assert_close(exported(x), _reference(net, config, x), scale=10)
 
 
 def test_activation_quantizer_is_exported_as_graph():
@@ -221,7 +217,7 @@ def test_activation_quantizer_is_exported_as_graph():
     exported = export(net, config, input_shape=(5,))
     _assert_plain(exported)
     x = torch.randn(16, 5)
-    torch.testing.assert_close(exported(x), _reference(net, config, x), atol=TOL, rtol=0)
+    assert_close(exported(x), _reference(net, config, x), scale=10)
 
 
 def test_bayesian_model_exports_its_mean_network():
@@ -234,7 +230,7 @@ def test_bayesian_model_exports_its_mean_network():
     x = torch.randn(4, 6)
     with deterministic_weights(net):
         expected = _reference(net, config, x)
-    torch.testing.assert_close(exported(x), expected, atol=TOL, rtol=0)
+    assert_close(exported(x), expected, scale=10)
     assert sum(p.numel() for p in exported.parameters()) == (6 * 2 + 2) + (2 * 6 + 6) + (6 * 3 + 3)
 
 
@@ -248,7 +244,7 @@ def test_calibration_data_recalibrates_exported_norms():
     nested = model_zoo()["convnet"][0]
     recalibrate_batchnorm(nested, data, config)
     x = torch.randn(4, *shape)
-    torch.testing.assert_close(exported(x), _reference(nested, config, x), atol=1e-4, rtol=0)
+    assert_close(exported(x), _reference(nested, config, x), scale=100)
     assert not exported.training
 
 

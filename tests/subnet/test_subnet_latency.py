@@ -9,6 +9,7 @@ import torch
 
 from bayes_nest.models import MLP, ConvNet, ResNet
 from bayes_nest.subnet import LatencyTable, full, layer_costs, measure_latency, smallest
+from bayes_nest.testing import assert_close
 
 
 def _synthetic(table: LatencyTable) -> LatencyTable:
@@ -53,7 +54,7 @@ def test_prediction_is_exact_for_bilinear_layer_times(mlp_table):
             for c in layer_costs(net, config, (6,))
             if c.op == "linear"
         )
-        assert table(config) == pytest.approx(expected, rel=1e-12)
+        assert_close(table(config), expected)
 
 
 def test_save_and_load(mlp_table, tmp_path):
@@ -116,4 +117,4 @@ def test_leaf_modules_such_as_pooling_are_timed_per_call():
         + 1e-6 * (16 - 4)  # second pooling call
         + (t(16, 3) - t(4, 3))  # head
     )
-    assert table(wide) - table(small) == pytest.approx(difference, rel=1e-9)
+    assert_close(table(wide) - table(small), difference)
