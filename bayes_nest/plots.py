@@ -16,7 +16,7 @@ import torch
 
 from . import metrics
 
-__all__ = ["keep_probabilities", "pareto_front", "reliability_diagram"]
+__all__ = ["keep_probabilities", "pareto_front", "reliability_diagram", "segmentation_samples"]
 
 
 def _axes(ax, figsize: tuple[float, float]):
@@ -286,4 +286,83 @@ def keep_probabilities(
     )
     ax.grid(True, alpha=0.3)
     ax.legend(title=f"mean, {100 * lo_q:g}–{100 * hi_q:g}% band")
+    return fig
+
+
+# ----------------------------------------------------------------------------- segmentation
+
+
+def _image_stack(value: Any, name: str, ndim: int, shape: str) -> np.ndarray:
+    array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    if array.ndim != ndim or array.size == 0:
+        raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
+    if not np.isfinite(array.astype(np.float64)).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return array.astype(np.float64)
+
+
+def segmentation_samples(
+    image,
+    annotations,
+    samples: Mapping[str, Any],
+    *,
+    max_samples: int = 4,
+    cell: float = 1.4,
+):
+    r"""One image, its annotations and model samples, one row per model or budget.
+
+    The first row shows the image (first channel, grey) followed by its ``A`` annotations; each
+    further row is labelled by its key in ``samples`` and shows up to ``max_samples`` of its
+    binary masks. Masks are drawn in ``[0, 1]`` (white = foreground).
+
+    Parameters
+    ----------
+    image : tensor or array, shape ``(C, H, W)`` or ``(H, W)``
+    annotations : tensor or array, shape ``(A, H, W)``
+    samples : mapping of str to tensor or array, shape ``(S, H, W)``
+        Samples of each model (e.g. ``{"BNNN full": ..., "BNNN 25 % MACs": ...}``).
+    max_samples : int
+        Most samples drawn per row.
+    cell : float
+        Size of one panel in inches.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
+        raise ValueError(f"max_samples must be a positive int, got {max_samples!r}")
+    img = _image_stack(image, "image", np.ndim(image), "(C, H, W) or (H, W)")
+    if img.ndim == 3:
+        img = img[0]
+    if img.ndim != 2:
+        raise ValueError(f"image must have shape (C, H, W) or (H, W), got {np.shape(image)}")
+    ann = _image_stack(annotations, "annotations", 3, "(A, H, W)")
+    if ann.shape[1:] != img.shape:
+        raise ValueError(f"annotations are {ann.shape[1:]} pixels but the image is {img.shape}")
+    if not isinstance(samples, Mapping):
+        raise TypeError("samples must be a mapping row label -> (S, H, W) masks")
+    rows = {}
+    for label, value in samples.items():
+        masks = _image_stack(value, f"samples[{label!r}]", 3, "(S, H, W)")
+        if masks.shape[1:] != img.shape:
+            raise ValueError(
+                f"samples[{label!r}] are {masks.shape[1:]} pixels but the image is {img.shape}"
+            )
+        rows[str(label)] = masks[:max_samples]
+    columns = max([1 + len(ann)] + [1 + len(m) for m in rows.values()])
+    fig, _ = _axes(None, (cell * columns, cell * (1 + len(rows))))
+    fig.clear()
+    grid = fig.subplots(1 + len(rows), columns, squeeze=False)
+    for ax in grid.flat:
+        ax.set_axis_off()
+    grid[0, 0].imshow(img, cmap="gray")
+    grid[0, 0].set_title("image", fontsize=8)
+    for a, mask in enumerate(ann):
+        grid[0, 1 + a].imshow(mask, cmap="gray", vmin=0, vmax=1)
+        grid[0, 1 + a].set_title(f"annotator {a + 1}", fontsize=8)
+    for r, (label, masks) in enumerate(rows.items(), start=1):
+        grid[r, 0].text(0.5, 0.5, label, ha="center", va="center", wrap=True, fontsize=8)
+        for j, mask in enumerate(masks):
+            grid[r, 1 + j].imshow(mask, cmap="gray", vmin=0, vmax=1)
     return fig

@@ -188,3 +188,30 @@ def test_keep_probabilities_validation():
         plots.keep_probabilities({"a": np.ones((2, 2, 2))})
     with pytest.raises(ValueError, match="interval"):
         plots.keep_probabilities({"a": np.ones(3)}, interval=(0.9, 0.1))
+
+
+# ----------------------------------------------------------------------------- segmentation
+
+
+def test_segmentation_samples_draws_image_annotations_and_one_row_per_model():
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(1, 6, 5))
+    annotations = rng.random((4, 6, 5)) < 0.5
+    samples = {"full": rng.random((8, 6, 5)) < 0.5, "half": torch.zeros(2, 6, 5)}
+    fig = plots.segmentation_samples(image, annotations, samples, max_samples=3)
+    assert isinstance(fig, Figure)
+    drawn = [ax for ax in fig.axes if ax.images]
+    assert len(drawn) == 1 + 4 + 3 + 2  # image, annotations, 3 of 8 samples, 2 samples
+    np.testing.assert_array_equal(drawn[0].images[0].get_array(), image[0])
+    np.testing.assert_array_equal(drawn[3].images[0].get_array(), annotations[2].astype(float))
+    labels = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert labels == ["full", "half"]
+
+
+def test_segmentation_samples_rejects_mismatched_sizes():
+    with pytest.raises(ValueError, match=r"annotations are \(6, 6\) pixels but the image is"):
+        plots.segmentation_samples(np.zeros((5, 5)), np.zeros((2, 6, 6)), {})
+    with pytest.raises(ValueError, match=r"samples\['bnnn'\] must have shape \(S, H, W\)"):
+        plots.segmentation_samples(
+            np.zeros((5, 5)), np.zeros((2, 5, 5)), {"bnnn": np.zeros((5, 5))}
+        )
