@@ -1,184 +1,173 @@
-"""A hand-written Pyro model whose Downhill prior orders the latent dimensions of a linear
-autoencoder: the learned code is PCA, component by component, in order of explained variance.
+"""Ordered probabilistic PCA: a nested prior orders the latent dimensions of a Pyro model.
 
-The model draws an ordered mask for every example from ``Downhill(π)`` over the latent
-dimensions (the first dimension is always kept), encodes ``z = m ⊙ (E (x - c))`` and
-reconstructs ``x ~ Normal(D z + c, σ)``. A dimension is kept only when all earlier ones are, so the
-reconstruction must be good for every prefix of the code: the first dimension learns the top
-principal direction, the second the next one, and so on (nested dropout recovers ordered PCA,
-Rippel et al. 2014).
+Data with a known spectrum: 10 observed dimensions, 5 latent directions with distinct variances
+(9, 6, 4, 2.5, 1.5) and isotropic noise. The model has ``L = 8`` latent dimensions::
 
-The guide of the mask site is, by default, the prior itself (``learn_order=False``): its KL term
-vanishes and the ELBO is the nested-dropout objective. With ``learn_order=True`` the guide is a
-Downhill posterior with learnable keep probabilities (a variational ordering unit). Its keep
-probabilities then rise towards 1 for dimensions that explain much variance and stay lower for
-the others, which also weakens the ordering pressure *between* the leading dimensions: they are
-rarely dropped, so their order is learned more slowly.
+    b ~ KeepCount(π)          per example: dimensions 1..b are used
+    z ~ N(0, I_L)
+    x ~ N(W (m ⊙ z) + c, σ² I),   m_k = 1[k <= b]
 
-Run ``python examples/pca_downhill.py`` to fit data with a known spectrum and compare the
-learned order with the eigen-decomposition.
+and the guide is the recipe's default (:mod:`bayes_nest.infer.latent`): a learned
+:class:`~bayes_nest.infer.latent.OrderingUnit` (capped keep probabilities, the keep count summed
+out exactly) and a linear encoder for ``z`` whose dropped dimensions fall back to the prior
+(:func:`~bayes_nest.infer.latent.masked_normal`). Every prefix of the code must explain the
+data, so column ``k`` of ``W`` learns the ``k``-th principal direction, and the posterior keep
+probabilities learn how many dimensions the data needs: the three spare columns are switched off.
+
+Run ``python examples/pca_downhill.py`` (or ``--quick``); ``--plot keep.png`` saves the ArviZ-style
+view of the learned keep probabilities.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.infer import SVI, TraceMeanField_ELBO
-from pyro.nn import PyroModule, PyroParam
-from scipy.linalg import subspace_angles
-from torch.distributions import constraints
+from torch import nn
 
-from bayes_nest.distributions import DownhillStraightThrough
+from bayes_nest.infer.latent import OrderingUnit, masked_normal, nested_mask
+from bayes_nest.infer.latent_checks import fit_latent
+
+EIGENVALUES = (9.0, 6.0, 4.0, 2.5, 1.5)
+FEATURES = 10
+NOISE = 0.3
 
 
-class NestedLinearAutoencoder(PyroModule):
-    """``x ≈ D (m ⊙ E x) + c`` with an ordered mask ``m`` over the ``latent`` code dimensions."""
+def data_with_spectrum(
+    n: int, seed: int = 0, eigenvalues: Sequence[float] = EIGENVALUES, noise: float = NOISE
+) -> tuple[torch.Tensor, np.ndarray]:
+    """``n`` samples ``x = U diag(sqrt(λ)) u + noise · e + 2`` with a random orthonormal
+    ``U`` of shape ``(10, len(λ))``; returns the data ``(n, 10)`` and ``U`` (columns in the
+    order of ``λ``)."""
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(rng.standard_normal((FEATURES, FEATURES)))
+    basis = basis[:, : len(eigenvalues)]
+    u = rng.standard_normal((n, len(eigenvalues))) * np.sqrt(np.asarray(eigenvalues))
+    x = u @ basis.T + noise * rng.standard_normal((n, FEATURES)) + 2.0
+    return torch.as_tensor(x, dtype=torch.float32), basis
 
-    def __init__(
-        self, features: int, latent: int, *, keep_prob: float, temperature: float, center=None
-    ):
+
+class OrderedPPCA(nn.Module):
+    """Model and guide of ordered PPCA with ``latent`` dimensions and a nested mask ``order``."""
+
+    def __init__(self, features: int, latent: int, *, keep_prob: float = 0.8, center=None):
         super().__init__()
         self.latent = latent
         self.keep_prob = keep_prob
-        self.temperature = temperature
-        self.encoder = PyroParam(0.1 * torch.randn(latent, features))
-        self.decoder = PyroParam(0.1 * torch.randn(features, latent))
-        self.center = PyroParam(torch.zeros(features) if center is None else center.clone())
-        self.noise = PyroParam(torch.tensor(1.0), constraint=constraints.positive)
+        self.loadings = nn.Parameter(0.1 * torch.randn(features, latent))
+        self.center = nn.Parameter(torch.zeros(features) if center is None else center.clone())
+        self.log_noise = nn.Parameter(torch.zeros(()))
+        self.encoder = nn.Linear(features, latent)
+        self.log_scale = nn.Parameter(torch.full((latent,), -1.0))
+        self.unit = OrderingUnit("order", latent)
 
-    def mask_prior(self) -> DownhillStraightThrough:
-        keep = torch.full((self.latent - 1,), self.keep_prob)
-        return DownhillStraightThrough(keep_probs=keep, temperature=self.temperature)
+    def model(self, x: torch.Tensor, dataset_size: int) -> None:
+        with pyro.plate("data", size=dataset_size, subsample=torch.arange(len(x))):
+            mask = nested_mask("order", self.latent, keep_prob=self.keep_prob)
+            z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([self.latent]).to_event(1))
+            loc = (z * mask) @ self.loadings.T + self.center
+            pyro.sample("x", dist.Normal(loc, self.log_noise.exp()).to_event(1), obs=x)
 
-    def forward(self, x: torch.Tensor, dataset_size: int | None = None) -> torch.Tensor:
-        size = dataset_size or len(x)
-        with pyro.plate("data", size=size, subsample=torch.arange(len(x))):
-            # one ordered mask per example: m_1 >= m_2 >= ... (the first dimension always kept)
-            order = pyro.sample("order", self.mask_prior().expand([len(x)]))
-            mask = torch.cat([order.new_ones(len(x), 1), order], dim=-1)
-            code = (x - self.center) @ self.encoder.T * mask
-            recon = code @ self.decoder.T + self.center
-            pyro.sample("x", dist.Normal(recon, self.noise).to_event(1), obs=x)
-        return recon
-
-
-class OrderGuide(PyroModule):
-    """Downhill posterior over the mask with learnable keep logits (a variational ordering unit)."""
-
-    def __init__(self, model: NestedLinearAutoencoder, learn: bool = True):
-        super().__init__()
-        self.temperature = model.temperature
-        logit = float(np.log(model.keep_prob / (1 - model.keep_prob)))
-        init = torch.full((model.latent - 1,), logit)
-        self.keep_logits = PyroParam(init) if learn else init
-
-    def forward(self, x: torch.Tensor, dataset_size: int | None = None) -> torch.Tensor:
-        fn = DownhillStraightThrough(keep_logits=self.keep_logits, temperature=self.temperature)
-        with pyro.plate("data", size=dataset_size or len(x), subsample=torch.arange(len(x))):
-            return pyro.sample("order", fn.expand([len(x)]))
+    def guide(self, x: torch.Tensor, dataset_size: int) -> None:
+        with pyro.plate("data", size=dataset_size, subsample=torch.arange(len(x))):
+            mask = self.unit()
+            loc = self.encoder(x - self.center)
+            pyro.sample("z", masked_normal(loc, self.log_scale.exp(), mask).to_event(1))
 
 
 @dataclass
 class Fit:
-    """A fitted nested autoencoder: weights, keep probabilities and the loss trace."""
+    """A fitted ordered PPCA: loadings, learned keep probabilities and the loss trace."""
 
-    encoder: np.ndarray  # (latent, features)
-    decoder: np.ndarray  # (features, latent)
-    center: np.ndarray
-    keep_probs: np.ndarray
+    loadings: np.ndarray  # (features, latent)
+    keep_probs: np.ndarray  # (latent,) conditional keep probabilities of the guide
+    keep_marginals: np.ndarray  # (latent,) P(dimension k kept)
     losses: list[float]
 
 
-def fit_pca_downhill(
+def fit_ordered_ppca(
     x: torch.Tensor,
-    latent: int,
+    latent: int = 8,
     *,
-    steps: int = 1500,
-    lr: float = 0.02,
-    batch_size: int = 256,
-    keep_prob: float = 0.5,
-    temperature: float = 0.5,
-    learn_order: bool = False,
+    steps: int = 1000,
+    lr: float = 0.03,
     seed: int = 0,
-) -> Fit:
-    """Fit the nested linear autoencoder by SVI (``TraceMeanField_ELBO``: the mask's KL is the
-    registered closed-form keep-count KL)."""
+    progress: bool = False,
+) -> tuple[OrderedPPCA, Fit]:
+    """Fit :class:`OrderedPPCA` with the recipe's default guide and ``TraceEnum_ELBO``."""
     pyro.clear_param_store()
-    pyro.set_rng_seed(seed)
-    model = NestedLinearAutoencoder(
-        x.shape[1], latent, keep_prob=keep_prob, temperature=temperature, center=x.mean(0)
+    torch.manual_seed(seed)
+    ppca = OrderedPPCA(x.shape[1], latent, center=x.mean(0))
+    losses = fit_latent(
+        ppca.model, ppca.guide, x, [ppca], steps=steps, lr=lr, seed=seed, progress=progress
     )
-    guide = OrderGuide(model, learn=learn_order)
-    svi = SVI(model, guide, pyro.optim.Adam({"lr": lr}), TraceMeanField_ELBO())
-    g = torch.Generator().manual_seed(seed)
-    losses = []
-    with pyro.validation_enabled(False):
-        for _ in range(steps):
-            idx = torch.randint(0, len(x), (min(batch_size, len(x)),), generator=g)
-            losses.append(svi.step(x[idx], dataset_size=len(x)) / len(x))
     with torch.no_grad():
-        return Fit(
-            encoder=model.encoder.detach().numpy().copy(),
-            decoder=model.decoder.detach().numpy().copy(),
-            center=model.center.detach().numpy().copy(),
-            keep_probs=torch.sigmoid(torch.as_tensor(guide.keep_logits)).detach().numpy(),
+        fit = Fit(
+            loadings=ppca.loadings.numpy().copy(),
+            keep_probs=ppca.unit.keep_probs().numpy(),
+            keep_marginals=ppca.unit.keep_marginals().numpy(),
             losses=losses,
         )
+    return ppca, fit
 
 
-def data_with_spectrum(
-    n: int, eigenvalues: list[float], seed: int = 0
-) -> tuple[torch.Tensor, np.ndarray]:
-    """``n`` Gaussian samples with covariance ``U diag(eigenvalues) U^T`` for a random rotation
-    ``U``; returns the data and ``U`` (columns in order of decreasing eigenvalue)."""
-    rng = np.random.default_rng(seed)
-    d = len(eigenvalues)
-    rotation, _ = np.linalg.qr(rng.standard_normal((d, d)))
-    z = rng.standard_normal((n, d)) * np.sqrt(np.asarray(eigenvalues))
-    return torch.as_tensor(z @ rotation.T + 3.0, dtype=torch.float32), rotation
+def direction_cosines(fit: Fit, basis: np.ndarray) -> np.ndarray:
+    """``|cos|`` between loading column ``k`` and true direction ``k``, shape ``(len(λ),)``."""
+    columns = fit.loadings[:, : basis.shape[1]]
+    return np.abs(np.sum(columns * basis, 0)) / np.linalg.norm(columns, axis=0)
 
 
-def explained_variance_per_dim(fit: Fit, x: torch.Tensor) -> np.ndarray:
-    """Reduction of the mean squared reconstruction error when code dimension ``k`` is added
-    to the first ``k - 1`` (the variance each latent dimension explains, in order)."""
-    xc = x.numpy() - fit.center
-    code = xc @ fit.encoder.T
-    errors = [np.mean(np.sum(xc**2, 1))]
-    for k in range(1, fit.encoder.shape[0] + 1):
-        recon = code[:, :k] @ fit.decoder[:, :k].T
-        errors.append(np.mean(np.sum((xc - recon) ** 2, 1)))
-    return -np.diff(errors)
+def column_norms(fit: Fit) -> np.ndarray:
+    """Norm of every loading column (the standard deviation that dimension adds), ``(latent,)``."""
+    return np.linalg.norm(fit.loadings, axis=0)
 
 
-def principal_angles(fit: Fit, rotation: np.ndarray, k: int) -> np.ndarray:
-    """Principal angles (radians) between the span of the first ``k`` decoder columns and the
-    top-``k`` principal subspace."""
-    return subspace_angles(fit.decoder[:, :k], rotation[:, :k])
+def keep_view(ppca: OrderedPPCA, draws: int = 1000, seed: int = 0):
+    """ArviZ data of mask draws from the learned ordering (``order`` of shape ``(1, draws, L)``;
+    its posterior mean is the keep marginal of each latent dimension)."""
+    from bayes_nest.analysis import to_arviz
+
+    with torch.no_grad(), pyro.validation_enabled(False):
+        torch.manual_seed(seed)
+        counts = ppca.unit.distribution().sample((draws,))
+        masks = (torch.arange(ppca.latent) < counts.unsqueeze(-1)).float()
+    return to_arviz({"order": masks}, dims={"order": ["latent"]})
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--latent", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--learn-order", action="store_true", help="learn the keep probabilities")
-    args = parser.parse_args()
-    eigenvalues = [9.0, 6.0, 4.0, 2.5, 1.5, 1.0, 0.6, 0.4, 0.25, 0.1]
-    x, rotation = data_with_spectrum(4000, eigenvalues, seed=args.seed)
-    fit = fit_pca_downhill(
-        x, args.latent, steps=args.steps, seed=args.seed, learn_order=args.learn_order
-    )
-    explained = explained_variance_per_dim(fit, x)
-    print("dim  explained variance  true eigenvalue  max principal angle (first k dims)")
-    for k in range(args.latent):
-        angle = principal_angles(fit, rotation, k + 1).max()
-        print(f"{k + 1:>3}  {explained[k]:>18.3f}  {eigenvalues[k]:>15.3f}  {angle:>10.4f} rad")
-    print("posterior keep probabilities:", np.round(fit.keep_probs, 3))
+    parser.add_argument("--quick", action="store_true", help="one seed, fewer steps (~10 s)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--plot", help="save the keep-probability figure to this file")
+    args = parser.parse_args(argv)
+    seeds, steps = (1, 600) if args.quick else (args.seeds, args.steps)
+    rows = []
+    for seed in range(seeds):
+        x, basis = data_with_spectrum(2000, seed=seed)
+        ppca, fit = fit_ordered_ppca(x, steps=steps, seed=seed)
+        cosines, norms = direction_cosines(fit, basis), column_norms(fit)
+        rows.append({"seed": seed, "cos": cosines, "norms": norms, "fit": fit, "model": ppca})
+        print(f"seed {seed}")
+        print("  |cos| with direction k:", np.round(cosines, 3))
+        print("  loading column norms:  ", np.round(norms, 2))
+        print("  keep marginals:        ", np.round(fit.keep_marginals, 2))
+    if args.plot:
+        import arviz as az
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from bayes_nest.plots import keep_probabilities
+
+        print(az.summary(keep_view(rows[0]["model"]), kind="stats"))
+        fig = keep_probabilities({"order": rows[0]["fit"].keep_probs}, marginal=True)
+        fig.savefig(args.plot, dpi=120, bbox_inches="tight")
+    return rows
 
 
 if __name__ == "__main__":
