@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--plot", help="save the keep-probability figure to this file")
     args = parser.parse_args(argv)
-    seeds, steps = (1, 600) if args.quick else (args.seeds, args.steps)
+    seeds, steps = (1, 500) if args.quick else (args.seeds, args.steps)
     rows = []
     for seed in range(seeds):
         x, basis = data_with_spectrum(2000, seed=seed)

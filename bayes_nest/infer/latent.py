@@ -208,9 +208,7 @@ def masked_normal(
         )
     if not prior_scale > 0:
         raise ValueError(f"prior_scale must be positive, got {prior_scale!r}")
-    return dist.Normal(
-        mask * loc + (1 - mask) * prior_loc, mask * scale + (1 - mask) * prior_scale
-    )
+    return dist.Normal(mask * loc + (1 - mask) * prior_loc, mask * scale + (1 - mask) * prior_scale)
 
 
 def nested_elbo(max_plate_nesting: int = 1, **kwargs) -> pyro.infer.TraceEnum_ELBO:
@@ -242,7 +240,9 @@ class _OrderingUnit(nn.Module):
         self.dim = dim
         self.always_on = always_on
         self.orderable = _orderable(dim, always_on)
-        self.max_keep_prob = None if max_keep_prob is None else _check_prob(max_keep_prob, "max_keep_prob")
+        self.max_keep_prob = (
+            None if max_keep_prob is None else _check_prob(max_keep_prob, "max_keep_prob")
+        )
         self.site = _check_site(site)
         self.temperature = _check_temperature(temperature)
 

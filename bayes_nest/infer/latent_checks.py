@@ -61,7 +61,8 @@ def check_guide(
 ) -> list[str]:
     """Check the guide of every nested mask site of ``model`` (placed by ``nested_mask``).
 
-    Runs the guide once and the model replayed against it, with ``args`` and ``kwargs``.
+    Runs the model (to find its mask sites) and the guide once each, with ``args`` and
+    ``kwargs``.
 
     Returns
     -------
@@ -79,9 +80,8 @@ def check_guide(
         raise TypeError(f"elbo must be a pyro.infer.ELBO instance, got {type(elbo).__name__}")
     with torch.no_grad(), pyro.validation_enabled(False):
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-            *args, **kwargs
-        )
+        # not replayed: replay would overwrite the model sites' ``infer`` with the guide's
+        model_trace = poutine.trace(model).get_trace(*args, **kwargs)
     messages: list[str] = []
     for name, node in model_trace.nodes.items():
         kind = (node.get("infer") or {}).get(_INFER_KEY) if node["type"] == "sample" else None
@@ -91,21 +91,24 @@ def check_guide(
         if site is None or site["type"] != "sample":
             raise UnsafeGuideError(f"the guide has no sample site for the mask site {name!r}")
         fn = _unwrap(site["fn"])
-        if isinstance(fn, dist.Delta):
+        # autoguides return a Delta at the sampled value; AutoDelta's carries no density
+        point_mass = isinstance(fn, dist.Delta) and not bool(torch.any(fn.log_density != 0))
+        if point_mass:
             raise UnsafeGuideError(
                 f"mask site {name!r}: a point-mass guide (AutoDelta) maximises the relaxed "
                 "Downhill density, which is unbounded at the hard masks, and diverges; use an "
                 "OrderingUnit"
             )
         if kind == "relaxed" and not isinstance(fn, Downhill):
+            what = "autoguide" if isinstance(fn, dist.Delta) else type(fn).__name__
             if isinstance(elbo, TraceMeanField_ELBO):
                 raise UnsafeGuideError(
-                    f"mask site {name!r}: a {type(fn).__name__} guide has no closed-form KL "
+                    f"mask site {name!r}: a {what} guide has no closed-form KL "
                     "with the Downhill prior, and TraceMeanField_ELBO's density estimate "
                     "diverges at the hard masks; use an OrderingUnit (or site='count')"
                 )
             messages.append(
-                f"mask site {name!r}: a {type(fn).__name__} guide on a relaxed mask does not "
+                f"mask site {name!r}: a {what} guide on a relaxed mask does not "
                 "learn an order; use an OrderingUnit"
             )
         if kind == "count":
