@@ -136,6 +136,7 @@ def test_hand_nested_net_with_plain_head_gets_a_clear_error_or_is_fixed_by_nest(
             hand(torch.zeros(1, 4))
     with pytest.raises(NestError, match=r"Linear '1' is fed by the width layer '0'"):
         fit_fn3(hand, (torch.zeros(4, 4), torch.zeros(4, dtype=torch.long)), epochs=1)
+    check_narrowing(nn.Sequential(NestedLinear(4, 8, groups=4, always_on=4), nn.Linear(8, 2)))
     fixed = nest(hand, groups=4)
     assert type(fixed[1]) is SlicedLinear and fixed[0] is not hand[0]
     check_narrowing(fixed)
