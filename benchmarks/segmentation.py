@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import multiprocessing
 import sys
 import time
 from pathlib import Path
@@ -256,6 +257,11 @@ def run_seed(seed: int, s: dict, device: str = "cpu") -> list[dict]:
     return rows
 
 
+def _run_seed_one_thread(seed: int, s: dict, device: str) -> list[dict]:
+    torch.set_num_threads(1)
+    return run_seed(seed, s, device)
+
+
 def front_of(rows: list[dict]) -> list[dict]:
     """Configs not beaten on both MACs and validation GED by another config (Pareto front)."""
     return [
@@ -334,6 +340,9 @@ def summarize(rows: list[dict], seeds: list[int]) -> dict:
 def main(argv: list[str] | None = None) -> None:
     extra = argparse.ArgumentParser(add_help=False)
     extra.add_argument("--device", default="cpu", help="torch device to train and predict on")
+    extra.add_argument(
+        "--jobs", type=int, default=1, help="seeds run in parallel processes (default 1)"
+    )
     known, rest = extra.parse_known_args(argv)
     args = benchmark_args(
         __doc__,
@@ -349,8 +358,15 @@ def main(argv: list[str] | None = None) -> None:
         out = RESULTS / "segmentation_quick.json"
     start = time.perf_counter()
     rows = []
-    for seed in tqdm(s["seeds"], desc="seeds"):
-        rows += run_seed(seed, s, known.device)
+    if known.jobs > 1:
+        context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+        with context.Pool(min(known.jobs, len(s["seeds"]))) as pool:
+            tasks = [(seed, s, known.device) for seed in s["seeds"]]
+            for seed_rows in pool.starmap(_run_seed_one_thread, tasks):
+                rows += seed_rows
+    else:
+        for seed in tqdm(s["seeds"], desc="seeds"):
+            rows += run_seed(seed, s, known.device)
     summary = summarize(rows, s["seeds"])
     summary["run_seconds"] = time.perf_counter() - start
     summary["bnnn_available"] = any(r["method"] == "bnnn" for r in rows)
@@ -379,6 +395,7 @@ def main(argv: list[str] | None = None) -> None:
         "bnnn": {"likelihood": "Bernoulli", "defaults": "BNNN defaults"},
         "torch_threads": 1,
         "device": known.device,
+        "jobs": known.jobs,
     }
     name = "segmentation_quick" if args.quick else "segmentation"
     on_front = {(f["method"], f["seed"], f["config"]) for f in fronts}
