@@ -198,17 +198,20 @@ def check_writable(path: str | os.PathLike) -> None:
             raise PermissionError(f"cannot write output {text!r}: {parent!r} is not a folder")
         missing.append(parent)
         parent = os.path.dirname(parent)
-    made = []
+    made, where = [], parent
     try:
         for folder in reversed(missing):
+            where = folder
             os.mkdir(folder)
             made.append(folder)
-        fd, probe = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(text)), suffix=".tmp")
+        where = os.path.dirname(os.path.abspath(text))
+        fd, probe = tempfile.mkstemp(dir=where, suffix=".tmp")
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
         reason = e.strerror or type(e).__name__
-        raise PermissionError(f"cannot write output {text!r}: {reason}") from None
+        what = f"cannot create {'folder' if where in missing else 'a file in'} {where!r}"
+        raise PermissionError(f"cannot write output {text!r}: {what}: {reason}") from None
     finally:
         for folder in reversed(made):
             try:
