@@ -11,12 +11,12 @@ rule of KL over the sequence of keep decisions gives
 
 (step ``i`` is only taken when block ``i - 1`` was kept), evaluated in log space.
 
-``KL(Downhill || Downhill)`` (and every mix with
-:class:`~bayes_nest.distributions.DownhillStraightThrough`) is registered as the KL of the two
-keep-count distributions. This is a **surrogate**: it is the categorical term of the BNNN
-objective, not the KL between the relaxed (Concrete) densities, which has no closed form. Use
-``Trace_ELBO`` for a Monte Carlo estimate of the relaxed KL; ``TraceMeanField_ELBO`` picks up the
-registered surrogate. Both arguments must share the temperature.
+``KL(DownhillStraightThrough || DownhillStraightThrough)`` is registered as the KL of the two
+keep-count distributions: the forward values of the straight-through variant are the hard masks
+:math:`1[i \le b]`, a one-to-one image of the keep count, so this is their exact KL. Nothing is
+registered for the relaxed :class:`~bayes_nest.distributions.Downhill`: the keep-count KL is not
+the KL of the relaxed (Concrete) densities (which has no closed form), so Pyro's
+``TraceMeanField_ELBO`` estimates that term by Monte Carlo (:math:`\log q(m) - \log p(m)`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import register_kl
 
-from bayes_nest.distributions.downhill import Downhill
+from bayes_nest.distributions.downhill_straight_through import DownhillStraightThrough
 from bayes_nest.distributions.keep_count import KeepCount
 
 __all__ = ["kl_keep_count"]
@@ -60,12 +60,7 @@ def _kl_keep_count_keep_count(p: KeepCount, q: KeepCount) -> torch.Tensor:
     return kl_keep_count(p, q)
 
 
-@register_kl(Downhill, Downhill)
-def _kl_downhill_downhill(p: Downhill, q: Downhill) -> torch.Tensor:
-    p_temperature, q_temperature = torch.broadcast_tensors(p.temperature, q.temperature)
-    if not torch.allclose(p_temperature, q_temperature, rtol=1e-6, atol=0.0):
-        raise ValueError(
-            "KL(Downhill || Downhill) is registered for a shared temperature only; got "
-            f"temperature {p.temperature} and {q.temperature}"
-        )
+@register_kl(DownhillStraightThrough, DownhillStraightThrough)
+def _kl_straight_through(p: DownhillStraightThrough, q: DownhillStraightThrough) -> torch.Tensor:
+    # the hard masks do not depend on the temperature: any pair of temperatures is exact
     return kl_keep_count(p.index_distribution, q.index_distribution)

@@ -1,49 +1,21 @@
-r"""Bayesian nested neural networks (BNNN): a Pyro model and guide around any nested network.
+r"""Bayesian nested neural networks (BNNN): a composable Pyro model around any nested network.
 
-The pieces are kept apart, as in TyXe: the *architecture* is any nested network (its width layers
-and heads are made Bayesian in place by :func:`~bayes_nest.nn.bayesian.to_bayesian_`), the
-*prior* is a nested-dropout Downhill per axis plus a Normal prior per weight, the *guide* is one
-:class:`~bayes_nest.infer.vou.VariationalOrderingUnit` per axis plus the mean-field Normal weight
-posteriors, and the *likelihood* is a Categorical over the classes.
+The pieces are objects a user can swap (the TyXe separation):
 
-``BNNN.model(x, y=None)``
-    1. one mask site per axis (named after the axis), drawn from the prior
-       ``Downhill(π, τ)`` — replayed from the guide during inference;
-    2. one ``pyro.factor`` site per Bayesian layer, ``"<layer path>.weight_kl"``, with value
-       :math:`-\lambda \sum_k P(b \ge k)\, \mathrm{KL}(q(W_k) \| p(W_k))`, the weights'
-       contribution to the ELBO (see below);
-    3. the network's forward pass, whose Bayesian layers draw their pre-activations from the
-       weight posterior by local reparameterization;
-    4. ``"obs" ~ Categorical(logits)`` inside ``pyro.plate("data", size=dataset_size)``, so a
-       mini-batch's log-likelihood is scaled by ``dataset_size / batch_size``.
+* the **network**: any nested network (its linear and conv layers become Bayesian in place,
+  :func:`~bayes_nest.nn.bayesian.to_bayesian_`);
+* the **prior**: the nested-dropout prior per axis (``DownhillStraightThrough(π, τ)``) and an IID
+  ``weight_prior`` over every weight and bias (default :math:`\mathcal N(0, 1)`);
+* the **likelihood**: :mod:`bayes_nest.infer.likelihoods` (``Categorical`` by default,
+  ``Normal``, ``Bernoulli`` or your own), owning the data plate and the dataset-size scaling;
+* the **guide**: variational ordering units over the masks and mean-field Normal weights given
+  the masks (:class:`~bayes_nest.infer.bnnn_model.BNNNGuide`), or any Pyro guide.
 
-``BNNN.guide(x=None, y=None)``
-    one mask site per axis from its VOU's Downhill posterior (same order as the model).
-
-How the weights enter the ELBO. The weights are not Pyro sample sites: local reparameterization
-samples pre-activations, not weights, so the weight posterior lives in the network's layers and
-the weight part of the ELBO, :math:`\mathbb E_q[\log p(W \mid b) - \log q(W)] = -\sum_k P(b \ge
-k) \mathrm{KL}_k`, is added in closed form as factor sites of the model, with the keep marginals
-:math:`P(b \ge k) = \beta_1 \cdots \beta_k` read from the guide's VOUs (so their gradient reaches
-the keep logits exactly). With ``TraceMeanField_ELBO`` (``loss="mean_field"``) the mask term is
-the registered closed-form KL of the keep counts, so the loss of one step is
-
-.. math:: -\frac{N}{B} \sum_{n \in \text{batch}} \log p(y_n \mid x_n, \tilde W, m)
-   + \sum_{\text{axes}} \mathrm{KL}(q(b) \| p(b))
-   + \lambda \sum_{\text{layers}} \sum_k P(b \ge k)\, \mathrm{KL}(q(W_k) \| p(W_k)),
-
-and with ``Trace_ELBO`` (``loss="trace"``) the mask KL is replaced by its Monte Carlo estimate
-:math:`\log q(m) - \log p(m)` on the relaxed densities. :math:`\lambda` (``kl_scale``, default 1)
-tempers the weight KL; 1 gives the ELBO.
-
-Both programs are :class:`~pyro.nn.PyroModule` s (``BNNN.model`` and ``BNNN.guide``), so they
-work with ``pyro.infer.SVI``, ``pyro.infer.Predictive`` and with
-``pyro.settings.set(module_local_params=True)`` (``Trace_ELBO()(bnnn.model, bnnn.guide)`` is then
-an ``nn.Module`` whose ``parameters()`` are all of the BNNN's).
-
-The programs are the definition of the objective. :meth:`BNNN.fit` evaluates the mean-field loss
-with :func:`~bayes_nest.infer.bnnn_loss.mean_field_loss`, which computes the same terms from the
-same random draws without tracing the programs at every step.
+``bnnn.model(x, y=None)`` and ``bnnn.guide(x, y=None)`` are plain Pyro programs (sites and
+their semantics: :mod:`bayes_nest.infer.bnnn_model`), so ``pyro.infer.SVI``, ``Predictive``,
+AutoGuides and ``NUTS`` apply to them directly. :meth:`BNNN.fit` is a thin wrapper over SVI;
+its default loss is :class:`~bayes_nest.infer.bnnn_elbo.NestedMeanFieldELBO`, a
+``TraceMeanField_ELBO`` that evaluates the same objective without tracing.
 """
 
 from __future__ import annotations
@@ -57,104 +29,25 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule
 from torch import nn
 
-from ..nn.axis import axes, axis_owners, full_block_mask
-from ..nn.bayesian import BayesianLayer, shared_posterior_scales, to_bayesian_
-from . import bnnn_predict
+from ..nn.axis import axes
+from ..nn.bayesian import BayesianLayer, to_bayesian_
+from . import bnnn_predict, likelihoods
 from .bnnn_kl import bayesian_layers, weight_kl_terms
+from .bnnn_model import (
+    BNNNGuide,
+    BNNNMaskGuide,
+    BNNNModel,
+    check_weight_prior,
+    is_normal_prior,
+    weight_sites,
+)
 from .vou import Temperature, VariationalOrderingUnit
 
-__all__ = ["BNNN", "BNNNGuide", "BNNNModel"]
+__all__ = ["BNNN", "BNNNGuide", "BNNNMaskGuide", "BNNNModel"]
 
 _RESERVED_SITES = ("obs", "data")
-
-
-class BNNNModel(PyroModule):
-    """The generative model of a BNNN: priors on masks and weights, Categorical likelihood.
-
-    Built by :class:`BNNN`; call it as ``model(x, y=None)``. Returns the logits ``(B, K)``.
-    """
-
-    def __init__(
-        self,
-        net: nn.Module,
-        vous: Sequence[VariationalOrderingUnit],
-        prior_keep_prob: Mapping[str, float],
-        kl_scale: float,
-        name: str,
-    ) -> None:
-        super().__init__(name=name)
-        self.net = net
-        # Owned (and registered) by the guide; the model only reads their keep marginals.
-        object.__setattr__(self, "_vous", list(vous))
-        self.prior_keep_prob = dict(prior_keep_prob)
-        self.kl_scale = float(kl_scale)
-        self.dataset_size: int | None = None
-        # The network's structure is fixed once wrapped: cache what the hot path looks up.
-        object.__setattr__(self, "_owners", list(axis_owners(net)))
-        object.__setattr__(self, "_layers", bayesian_layers(net))
-        object.__setattr__(self, "_bayesian_layers", [layer for _, layer, *_ in self._layers])
-        self._prior_cache: tuple[tuple, dict] | None = None
-
-    def mask_priors(self) -> dict:
-        """Prior mask distribution per axis (constant keep probability, current temperature)."""
-        key = tuple((v.temperature, v.straight_through) for v in self._vous)
-        if self._prior_cache is None or self._prior_cache[0] != key:
-            priors = {v.name: v.prior(self.prior_keep_prob[v.name]) for v in self._vous}
-            self._prior_cache = (key, priors)
-        return self._prior_cache[1]
-
-    def run(self, x: torch.Tensor, masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """The network's logits ``(B, K)`` under full block masks ``{axis: (size,)}``.
-
-        The masks are set on the axis owners for this call only (previous masks restored).
-        """
-        previous = [owner.mask for _, owner in self._owners]
-        try:
-            for name, owner in self._owners:
-                if name in masks:
-                    owner.mask = masks[name]
-            logits = self.net(x)
-        finally:
-            for (_, owner), mask in zip(self._owners, previous, strict=True):
-                owner.mask = mask
-        if logits.dim() != 2:
-            raise ValueError(f"the network must return logits (B, K), got {tuple(logits.shape)}")
-        return logits
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        masks = {}
-        for vou, (name, prior) in zip(self._vous, self.mask_priors().items(), strict=True):
-            masks[name] = full_block_mask(vou.axis, pyro.sample(name, prior))
-        with shared_posterior_scales(self._bayesian_layers):
-            if self.kl_scale != 0.0:
-                marginals = {v.name: v.block_marginals() for v in self._vous}
-                terms = weight_kl_terms(self.net, marginals, layers=self._layers)
-                for path, kl in terms.items():
-                    pyro.factor(f"{path}.weight_kl", -self.kl_scale * kl)
-            logits = self.run(x, masks)
-        batch = logits.shape[0]
-        size = batch if self.dataset_size is None else self.dataset_size
-        with pyro.plate("data", size=size, subsample=torch.arange(batch, device=logits.device)):
-            pyro.sample("obs", dist.Categorical(logits=logits), obs=y)
-        return logits
-
-
-class BNNNGuide(PyroModule):
-    """The variational family of a BNNN's masks: one VOU per axis.
-
-    Call it as ``guide(x=None, y=None)`` (the data are not used); returns the mask per axis.
-    The weight posteriors live in the network's Bayesian layers (see the module documentation).
-    """
-
-    def __init__(self, vous: Sequence[VariationalOrderingUnit], name: str) -> None:
-        super().__init__(name=name)
-        self.vous = nn.ModuleList(vous)
-
-    def forward(self, x: Any = None, y: Any = None) -> dict[str, torch.Tensor]:
-        return {vou.name: vou() for vou in self.vous}
 
 
 def _check_prob(value: Any, name: str) -> float:
@@ -169,9 +62,17 @@ class BNNN(nn.Module):
     Parameters
     ----------
     net : nn.Module
-        A nested network returning logits ``(B, K)``, e.g. :class:`~bayes_nest.models.MLP`.
-        Converted in place: every linear and conv layer becomes Bayesian, with posterior means
-        initialised from its current weights (a trained FN3 network is a good start).
+        A nested network, e.g. :class:`~bayes_nest.models.MLP`. Converted in place: every
+        linear and conv layer becomes Bayesian, with posterior means initialised from its current
+        weights (a trained FN3 network is a good start).
+    likelihood : Likelihood or callable, optional
+        The observation model: :class:`~bayes_nest.infer.likelihoods.Categorical` (default),
+        ``Normal``, ``Bernoulli`` or any callable ``(outputs, y=None) -> None`` that emits the
+        site ``"obs"`` inside ``pyro.plate("data", ...)``.
+    weight_prior : pyro.distributions.Distribution, optional
+        A univariate distribution applied IID to every weight and bias, e.g.
+        ``dist.Normal(0., 0.5)`` or ``dist.Laplace(0., 1.)``. Default: Normal with
+        ``prior_loc`` and ``prior_scale`` (i.e. :math:`\mathcal N(0, 1)`).
     prior_keep_prob : float or mapping axis -> float
         :math:`\pi` of the nested-dropout prior of the masks (default 0.95).
     init_keep_prob : float
@@ -182,22 +83,25 @@ class BNNN(nn.Module):
     straight_through : bool
         Hard masks with relaxed gradients (default) or relaxed masks.
     prior_scale : float or {"radford", "kaiming"}
-        Standard deviation of the Normal weight prior (see :mod:`bayes_nest.nn.bayesian`).
+        Standard deviation of the default Normal weight prior (per-layer rules: see
+        :mod:`bayes_nest.nn.bayesian`); ignored when ``weight_prior`` is given.
     prior_loc : float
-        Mean of the weight prior (default 0).
+        Mean of the default Normal weight prior (default 0).
     init_scale : float
         Initial posterior standard deviation of the weights.
     kl_scale : float
-        :math:`\lambda`, the weight of the weight KL (1 = the ELBO).
+        :math:`\lambda`, a tempering of the weight sites (1 = the ELBO).
     name : str
-        Prefix of the programs' names in Pyro's global parameter store. Entries under it are
-        dropped when the BNNN is built, so a new BNNN never picks up a previous one's
-        parameters; give concurrent BNNNs distinct names.
+        Prefix of the parameters' names in Pyro's global parameter store. Entries under it are
+        dropped when the BNNN is built; give concurrent BNNNs distinct names.
 
     Attributes
     ----------
     model : BNNNModel
     guide : BNNNGuide
+    mask_guide : BNNNMaskGuide
+        The guide's mask part (for ``AutoGuideList`` recipes, see :meth:`autoguide`).
+    likelihood : Likelihood or callable
     vous : dict[str, VariationalOrderingUnit]
         One per axis with orderable blocks.
     """
@@ -206,6 +110,8 @@ class BNNN(nn.Module):
         self,
         net: nn.Module,
         *,
+        likelihood: Any = None,
+        weight_prior: dist.Distribution | None = None,
         prior_keep_prob: float | Mapping[str, float] = 0.95,
         init_keep_prob: float = 0.95,
         temperature: Temperature = 1.0,
@@ -222,9 +128,20 @@ class BNNN(nn.Module):
         if not isinstance(name, str) or not name or "$$$" in name:
             raise ValueError(f"name must be a non-empty string without '$$$', got {name!r}")
         if isinstance(kl_scale, bool) or not (
-            isinstance(kl_scale, int | float) and math.isfinite(kl_scale) and kl_scale >= 0
+            isinstance(kl_scale, int | float) and math.isfinite(kl_scale) and kl_scale > 0
         ):
-            raise ValueError(f"kl_scale must be a finite number >= 0, got {kl_scale!r}")
+            raise ValueError(f"kl_scale must be a finite number > 0, got {kl_scale!r}")
+        if likelihood is None:
+            likelihood = likelihoods.Categorical()
+        if not callable(likelihood):
+            raise TypeError(
+                "likelihood must be a callable (outputs, y=None) -> None emitting 'obs', e.g. "
+                f"bayes_nest.infer.likelihoods.Categorical(), got {type(likelihood).__name__}"
+            )
+        weight_prior = check_weight_prior(weight_prior)
+        if is_normal_prior(weight_prior):
+            prior_loc, prior_scale = float(weight_prior.loc), float(weight_prior.scale)
+            weight_prior = None  # the same prior, per layer (keeps the Normal fast paths)
         orderable = {n: a for n, a in axes(net).items() if a.orderable >= 1}
         if not orderable:
             raise ValueError("net has no axis with orderable blocks; is it a nested network?")
@@ -240,9 +157,10 @@ class BNNN(nn.Module):
             pi = _check_prob(prior_keep_prob, "prior_keep_prob")
             pis = dict.fromkeys(orderable, pi)
         to_bayesian_(net, prior_loc=prior_loc, prior_scale=prior_scale, init_scale=init_scale)
-        layer_sites = {f"{path}.weight_kl" for path, *_ in bayesian_layers(net)}
+        sites = weight_sites(net)
+        site_names = {f"{s.path}.{k}" for s in sites for k in ("weight", "bias")}
         for site in orderable:
-            if site in _RESERVED_SITES or site in layer_sites:
+            if site in _RESERVED_SITES or site in site_names:
                 raise ValueError(f"axis name {site!r} clashes with a site name of the model")
         vous = [
             VariationalOrderingUnit(
@@ -262,12 +180,31 @@ class BNNN(nn.Module):
             "prior_loc": float(prior_loc),
             "init_scale": float(init_scale),
             "kl_scale": float(kl_scale),
+            "likelihood": type(likelihood).__name__,
+            "weight_prior": None if weight_prior is None else repr(weight_prior),
         }
-        self.guide = BNNNGuide(vous, name=f"{name}.guide")
-        self.model = BNNNModel(net, vous, pis, kl_scale, name=f"{name}.model")
+        self.guide = BNNNGuide(
+            BNNNMaskGuide(vous, name=f"{name}.guide"),
+            sites,
+            conditional=weight_prior is None and bool(straight_through),
+            kl_scale=kl_scale,
+            name=f"{name}.guide",
+        )
+        self.model = BNNNModel(
+            net,
+            orderable,
+            pis,
+            likelihood,
+            weight_prior,
+            temperature=vous[0].temperature,
+            straight_through=straight_through,
+            kl_scale=kl_scale,
+            name=name,
+        )
         self.epoch = 0
         self.history = None
         self._optimizer: torch.optim.Optimizer | None = None
+        self._optim: Any = None
         self.clear_param_store()
 
     # ------------------------------------------------------------------ access
@@ -281,6 +218,43 @@ class BNNN(nn.Module):
         """Variational ordering unit per axis name."""
         return {vou.name: vou for vou in self.guide.vous}
 
+    @property
+    def likelihood(self) -> Any:
+        """The observation model (owns ``dataset_size``)."""
+        return self.model.likelihood
+
+    @property
+    def mask_guide(self) -> BNNNMaskGuide:
+        """The guide of the mask sites alone (the ordering units)."""
+        return self.guide.masks
+
+    def mask_sites(self) -> list[str]:
+        """Names of the mask sites (one per axis)."""
+        return list(self.vous)
+
+    def weight_site_names(self) -> list[str]:
+        """Names of the weight and bias sites, in program order."""
+        names = []
+        for site in self.model.sites:
+            names += [site.weight_name] + ([site.bias_name] if site.bias_name else [])
+        return names
+
+    def autoguide(self, cls: Any = None, **kwargs: Any) -> Any:
+        """An ``AutoGuideList``: ``cls`` (default ``AutoNormal``) over the weight sites plus
+        the ordering units over the mask sites (:attr:`mask_guide`).
+
+        ``SVI(bnnn.model, bnnn.autoguide(), optim, Trace_ELBO())`` then trains a consistent
+        objective: the model's priors against this guide (weights independent of the masks).
+        """
+        from pyro import poutine
+        from pyro.infer.autoguide import AutoGuideList, AutoNormal
+
+        cls = AutoNormal if cls is None else cls
+        guide = AutoGuideList(self.model)
+        guide.append(cls(poutine.block(self.model, hide=self.mask_sites()), **kwargs))
+        guide.append(self.mask_guide)
+        return guide
+
     def clear_param_store(self) -> None:
         """Drop entries of Pyro's global parameter store under this BNNN's name.
 
@@ -290,13 +264,16 @@ class BNNN(nn.Module):
         """
         store = pyro.get_param_store()
         for key in list(store.keys()):
-            if key.startswith((f"{self.name}.model", f"{self.name}.guide")):
+            if key.startswith(f"{self.name}."):
                 del store[key]
 
     def set_epoch(self, epoch: int) -> dict[str, float]:
-        """Apply the temperature schedule at ``epoch``; returns the temperature per axis."""
+        """Apply the temperature schedule at ``epoch`` (to the ordering units and the mask
+        priors); returns the temperature per axis."""
         self.epoch = int(epoch)
-        return {name: vou.set_epoch(epoch) for name, vou in self.vous.items()}
+        temperatures = {name: vou.set_epoch(epoch) for name, vou in self.vous.items()}
+        self.model.temperature = next(iter(temperatures.values()))
+        return temperatures
 
     def keep_probs(self) -> dict[str, torch.Tensor]:
         r"""Posterior conditional keep probabilities :math:`\beta` per axis, shape ``(D,)``."""
@@ -320,7 +297,10 @@ class BNNN(nn.Module):
         return out
 
     def weight_kl(self) -> torch.Tensor:
-        """The keep-weighted weight KL summed over layers (without ``kl_scale``)."""
+        r"""The expected weight KL under the guide, :math:`\sum_k P(b \ge k) \mathrm{KL}_k`
+        summed over layers (without ``kl_scale``; Normal weight priors only)."""
+        if self.model.weight_prior is not None:
+            raise ValueError("weight_kl has a closed form for a Normal weight prior only")
         terms = weight_kl_terms(self.net, {n: v.block_marginals() for n, v in self.vous.items()})
         return torch.stack(list(terms.values())).sum()
 

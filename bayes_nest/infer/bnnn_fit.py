@@ -1,17 +1,14 @@
 r"""Training a :class:`~bayes_nest.infer.bnnn.BNNN` by stochastic variational inference.
 
-Every step draws one mask per axis from the guide, replays it into the model and takes an
-optimizer step on the ELBO's differentiable loss: ``TraceMeanField_ELBO`` with the registered
-closed-form keep-count KL (``loss="mean_field"``, the default), or ``Trace_ELBO``
-(``loss="trace"``). The mean-field loss is evaluated by
-:func:`~bayes_nest.infer.bnnn_loss.mean_field_loss`, which computes exactly
-``TraceMeanField_ELBO``'s terms from the same random draws (value and gradients, tested) without
-tracing the two programs at every step; ``Trace_ELBO`` runs through Pyro with argument
-validation switched off (``pyro.validation_enabled(False)``). The optimizer is built from a Pyro
-optimizer's constructor and arguments (default ``pyro.optim.Adam({"lr": 1e-3})``) as one torch
-optimizer over all of the BNNN's parameters: the same update as ``pyro.infer.SVI`` with that
-optimizer, with state that checkpoints cleanly and without the global parameter store (so
-``module_local_params=True`` works too).
+:func:`fit` is a thin wrapper over Pyro's SVI: every step is the update of
+``pyro.infer.SVI(bnnn.model, bnnn.guide, optimizer, loss).step(x, y)`` (the ELBO's
+``loss_and_grads`` under a parameter trace, then the Pyro optimizer on the parameters found),
+with a non-finite check of the loss and the gradients before the update. ``loss`` is any ELBO
+instance (default :class:`~bayes_nest.infer.bnnn_elbo.NestedMeanFieldELBO`, the trace-free
+``TraceMeanField_ELBO``; ``Trace_ELBO()``, ``TraceGraph_ELBO()``, ... work too) and
+``optimizer`` any ``pyro.optim`` optimizer, including the learning-rate schedulers
+(``pyro.optim.ExponentialLR``, ...), stepped once per epoch. The likelihood's ``dataset_size`` is
+set to the training set's size, so a mini-batch's log-likelihood is scaled to the full data.
 """
 
 from __future__ import annotations
@@ -27,13 +24,16 @@ from typing import Any
 import pyro
 import pyro.optim
 import torch
-from pyro.infer import Trace_ELBO
+from pyro import poutine
+from pyro.infer import ELBO, Trace_ELBO
+from pyro.infer.util import zero_grads
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .. import metrics
+from . import likelihoods
 from ..data import as_loader
-from .bnnn_loss import mean_field_loss
+from .bnnn_elbo import NestedMeanFieldELBO
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .fn3_setup import _generators
 from .watchdog import NonFiniteError, Watchdog, restore_rng, snapshot_rng
@@ -105,6 +105,31 @@ def _make_optimizer(optimizer: Any, params) -> torch.optim.Optimizer:
     )
 
 
+def make_pyro_optim(optimizer: Any) -> pyro.optim.PyroOptim:
+    """``optimizer`` as a Pyro optimizer: a ``PyroOptim`` as is (default
+    ``pyro.optim.Adam({"lr": 1e-3})``), a factory ``params -> torch optimizer`` wrapped."""
+    if optimizer is None:
+        return pyro.optim.Adam({"lr": 1e-3})
+    if isinstance(optimizer, pyro.optim.PyroOptim):
+        return optimizer
+    if callable(optimizer) and not isinstance(optimizer, torch.optim.Optimizer):
+        return pyro.optim.PyroOptim(optimizer, {})
+    raise TypeError(
+        "optimizer must be a pyro.optim optimizer (e.g. pyro.optim.Adam({'lr': 1e-3})) or a "
+        f"callable params -> torch.optim.Optimizer, got {type(optimizer).__name__}"
+    )
+
+
+def make_elbo(loss: Any, num_particles: int) -> ELBO:
+    """The ELBO of ``loss``: an instance as is; None or ``"mean_field"`` the trace-free
+    mean-field ELBO, ``"trace"`` ``Trace_ELBO``, each with ``num_particles``."""
+    if isinstance(loss, ELBO):
+        return loss
+    if loss in (None, "mean_field"):
+        return NestedMeanFieldELBO(num_particles=num_particles)
+    return Trace_ELBO(num_particles=num_particles)
+
+
 def _check_args(
     epochs: Any,
     loss: Any,
@@ -117,14 +142,26 @@ def _check_args(
     """Validate the training arguments shared by :func:`fit` and the distributed trainer."""
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if not (loss is None or isinstance(loss, ELBO) or loss in LOSSES):
+        raise ValueError(
+            f"loss must be a pyro.infer ELBO instance or one of {LOSSES}, got {loss!r}"
+        )
     if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
         raise ValueError(f"num_particles must be a positive int, got {num_particles!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise TypeError(f"seed must be an int or None, got {seed!r}")
     if resume and checkpoint_path is None:
         raise ValueError("resume=True needs a checkpoint_path")
+
+
+def _step_scheduler(optim: pyro.optim.PyroOptim, epoch_loss: float) -> None:
+    """Step a Pyro LR scheduler once (an epoch ended); other optimizers are left alone."""
+    if not isinstance(optim, pyro.optim.PyroLRScheduler):
+        return
+    if optim.pt_scheduler_constructor is torch.optim.lr_scheduler.ReduceLROnPlateau:
+        optim.step(epoch_loss)
+    else:
+        optim.step()
 
 
 def _dataset_size(loader: DataLoader) -> int:
@@ -142,6 +179,8 @@ def _settings_payload(bnnn) -> dict:
 
 @torch.no_grad()
 def _validate(bnnn, val: Any, num_samples: int) -> tuple[float, float]:
+    if not isinstance(bnnn.likelihood, likelihoods.Categorical):
+        return math.nan, math.nan
     probs, labels = [], []
     for batch in as_loader(val, 1024):
         probs.append(bnnn.predict(batch[0], num_samples=num_samples).mean(0))  # on the CPU
@@ -156,7 +195,7 @@ def fit(
     *,
     epochs: int,
     optimizer: Any = None,
-    loss: str = "mean_field",
+    loss: Any = None,
     num_particles: int = 1,
     batch_size: int = 128,
     val: Any = None,
@@ -172,27 +211,29 @@ def fit(
     ----------
     bnnn : BNNN
     train : DataLoader or (x, y) pair
-        Training data; the ELBO's likelihood is scaled to its size (``len(loader.dataset)``).
+        Training data; the likelihood's ``dataset_size`` is set to its size.
     epochs : int
         Total number of epochs (a resumed run continues up to this number).
     optimizer : pyro.optim.PyroOptim or callable, optional
-        Default ``pyro.optim.Adam({"lr": 1e-3})``; or a factory ``params -> torch optimizer``.
-        Kept on the BNNN, so a second ``fit`` call continues with the same optimizer state.
-    loss : {"mean_field", "trace"}
-        ``TraceMeanField_ELBO`` (closed-form keep-count KL, default; computed directly by
-        :func:`~bayes_nest.infer.bnnn_loss.mean_field_loss`) or ``Trace_ELBO`` (through Pyro).
+        Default ``pyro.optim.Adam({"lr": 1e-3})``; LR schedulers (``pyro.optim.ExponentialLR``,
+        ...) are stepped once per epoch; a factory ``params -> torch optimizer`` is wrapped in a
+        ``PyroOptim``. Kept on the BNNN, so a second ``fit`` call continues with its state.
+    loss : pyro.infer.ELBO or {"mean_field", "trace"}, optional
+        Any ELBO instance. Default (and ``"mean_field"``):
+        :class:`~bayes_nest.infer.bnnn_elbo.NestedMeanFieldELBO`; ``"trace"``: ``Trace_ELBO``.
     num_particles : int
-        Samples per ELBO estimate.
+        Samples per ELBO estimate when ``loss`` is None or a name.
     batch_size : int
         Batch size when ``train`` is a pair.
     val : DataLoader or (x, y) pair, optional
-        Scored after every epoch (posterior predictive over sub-networks, ``val_samples`` draws).
+        Scored after every epoch (posterior predictive over sub-networks, ``val_samples`` draws;
+        Categorical likelihood only, NaN otherwise).
     progress : bool
         tqdm progress bar showing the running ELBO per example.
     seed : int, optional
         Seeds torch (hence Pyro) and the shuffling of pair data.
     checkpoint_path : path, optional
-        Written after every epoch (weights, VOUs, optimizer, random and data-order state).
+        Written after every epoch (parameters, optimizer, random and data-order state).
     resume : bool
         Continue from ``checkpoint_path`` when it exists; the continued run is identical to an
         uninterrupted one.
@@ -203,26 +244,19 @@ def fit(
         Also stored as ``bnnn.history``.
     """
     _check_args(epochs, loss, num_particles, resume, checkpoint_path, seed=seed)
+    elbo = make_elbo(loss, num_particles)
     if seed is not None:
         pyro.set_rng_seed(seed)
     loader_seed = seed if seed is not None else int(torch.randint(0, 2**62, ()))
     loader = as_loader(train, batch_size, shuffle=True, seed=loader_seed)
-    bnnn.model.dataset_size = _dataset_size(loader)
-    if loss == "mean_field":
-
-        def step_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return mean_field_loss(bnnn, x, y, num_particles=num_particles)
-
-    else:
-        elbo = Trace_ELBO(num_particles=num_particles)
-
-        def step_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return elbo.differentiable_loss(bnnn.model, bnnn.guide, x, y)
-
-    if getattr(bnnn, "_optimizer", None) is None or optimizer is not None:
-        bnnn._optimizer = _make_optimizer(optimizer, bnnn.parameters())
-    opt = bnnn._optimizer
+    size = _dataset_size(loader)
+    if hasattr(bnnn.likelihood, "dataset_size"):
+        bnnn.likelihood.dataset_size = size
+    if getattr(bnnn, "_optim", None) is None or optimizer is not None:
+        bnnn._optim = make_pyro_optim(optimizer)
+    optim = bnnn._optim
     history = bnnn.history if isinstance(bnnn.history, BNNNHistory) else BNNNHistory()
+    bnnn.clear_param_store()  # no stale tensor of another model under this name
 
     if resume and Path(checkpoint_path).exists():
         state = load_checkpoint(checkpoint_path, kind=CHECKPOINT_KIND)
@@ -233,12 +267,12 @@ def fit(
             )
         try:
             bnnn.load_state_dict(state["state_dict"])
-            opt.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as error:
             raise ValueError(
                 f"checkpoint {str(checkpoint_path)!r} does not fit this BNNN (a different "
-                f"network or optimizer): {error}"
+                f"network): {error}"
             ) from error
+        optim.set_state(state["optimizer"])
         set_rng_state(state["rng"])
         for g, s in zip(_generators(loader), state["loader_generators"], strict=False):
             g.set_state(torch.as_tensor(s, dtype=torch.uint8))
@@ -263,6 +297,7 @@ def fit(
     was_training = net.training
     watchdog = Watchdog(bnnn)  # non-finite loss, gradient or state: stop, name the site
     step = bnnn.epoch * total if total else 0
+    model, guide = bnnn.model, bnnn.guide
     try:
         while bnnn.epoch < epochs:
             temperature = next(iter(bnnn.set_epoch(bnnn.epoch).values()))
@@ -272,42 +307,39 @@ def fit(
             with pyro.validation_enabled(False):
                 for batch in loader:
                     x, y = batch[0].to(device), batch[1].to(device)
-                    opt.zero_grad(set_to_none=True)
                     draws = snapshot_rng(device)
-                    value = step_loss(x, y)
-                    if not torch.isfinite(value):
+                    # pyro.infer.SVI.step, with the checks between the gradients and the update
+                    with poutine.trace(param_only=True) as capture:
+                        value = elbo.loss_and_grads(model, guide, x, y)
+                    params = {s["value"].unconstrained() for s in capture.trace.nodes.values()}
+                    if not math.isfinite(value):
+                        zero_grads(params)
                         restore_rng(draws)  # the site search replays this step's draws
-                        where = watchdog.locate(
-                            inputs=x, pyro_program=(bnnn.model, bnnn.guide, (x, y), {})
-                        )
+                        where = watchdog.locate(inputs=x, pyro_program=(model, guide, (x, y), {}))
                         raise NonFiniteError(
-                            "ELBO loss",
-                            step=step,
-                            epoch=bnnn.epoch,
-                            where=where,
-                            value=float(value.detach()),
+                            "ELBO loss", step=step, epoch=bnnn.epoch, where=where, value=value
                         )
-                    value.backward()
                     watchdog.check_gradients(step=step, epoch=bnnn.epoch)
-                    opt.step()
+                    optim(params)
+                    zero_grads(params)
                     step += 1
-                    loss_sum += float(value.detach())
+                    loss_sum += value
                     steps += 1
                     if progress:
                         bar.update(1)
-                        bar.set_postfix(
-                            elbo=f"{-loss_sum / steps / bnnn.model.dataset_size:.4f}",
-                            refresh=False,
-                        )
+                        bar.set_postfix(elbo=f"{-loss_sum / steps / size:.4f}", refresh=False)
             seconds = time.perf_counter() - start
             bnnn.epoch += 1
+            epoch_loss = loss_sum / max(steps, 1) / size
+            _step_scheduler(optim, epoch_loss)
             val_nll, val_acc = (math.nan, math.nan)
             if val is not None:
                 val_nll, val_acc = _validate(bnnn, val, val_samples)
             history.epoch.append(bnnn.epoch)
-            history.loss.append(loss_sum / max(steps, 1) / bnnn.model.dataset_size)
+            history.loss.append(epoch_loss)
             with torch.no_grad():
-                history.weight_kl.append(float(bnnn.weight_kl()))
+                normal = bnnn.model.weight_prior is None
+                history.weight_kl.append(float(bnnn.weight_kl()) if normal else math.nan)
             history.temperature.append(float(temperature))
             history.val_nll.append(val_nll)
             history.val_accuracy.append(val_acc)
@@ -315,14 +347,14 @@ def fit(
             if checkpoint_path is not None:
                 payload = {
                     "state_dict": bnnn.state_dict(),
-                    "optimizer": opt.state_dict(),
+                    "optimizer": optim.get_state(),
                     "rng": rng_state(),
                     "loader_generators": [g.get_state() for g in _generators(loader)],
                     "epoch": bnnn.epoch,
                     "history": history.as_dict(),
                     "settings": _settings_payload(bnnn),
                 }
-                watchdog.check_state(step=step, epoch=bnnn.epoch, optimizer=opt)
+                watchdog.check_state(step=step, epoch=bnnn.epoch)
                 save_checkpoint(checkpoint_path, payload, kind=CHECKPOINT_KIND)
     except NonFiniteError as e:
         kept = checkpoint_path is not None and Path(checkpoint_path).exists()

@@ -3,7 +3,7 @@ r"""Predictions and posterior draws of a :class:`~bayes_nest.infer.bnnn.BNNN`.
 Sub-networks are run by truncation (an ``int`` keep count per axis, so the layers slice) or, with
 ``scale_by_keep_marginals``, by a per-block multiplier that keeps the first blocks scaled by their
 posterior keep marginals :math:`P(b \ge k)` and zeroes the rest. Weights come from the posterior
-by local reparameterization (or its means); every draw of a keep count uses the VOU's posterior
+(one draw per sample, or its means); every draw of a keep count uses the VOU's posterior
 :math:`q(b)`.
 """
 
@@ -17,9 +17,21 @@ import torch
 from ..nn.axis import masked
 from ..nn.bayesian import deterministic_weights, pinned_weights
 from ..subnet.config import validate_config
+from . import likelihoods
 from .bnnn_kl import bayesian_layers
 
-__all__ = ["posterior_samples", "predict"]
+__all__ = ["posterior_samples", "predict", "predictive_mean"]
+
+
+def predictive_mean(likelihood, outputs: torch.Tensor) -> torch.Tensor:
+    """The mean of the observation given the network's outputs: class probabilities (softmax
+    over dim 1) for a Categorical likelihood (and a user likelihood), success probabilities for
+    Bernoulli, the outputs themselves for Normal."""
+    if isinstance(likelihood, likelihoods.Bernoulli):
+        return torch.sigmoid(outputs)
+    if isinstance(likelihood, likelihoods.Normal):
+        return outputs
+    return torch.softmax(outputs, 1 if outputs.dim() > 1 else -1)
 
 
 def _masks(bnnn, config: Mapping[str, int] | None, scale: bool) -> dict:
@@ -69,16 +81,17 @@ def predict(
         Multiply each kept block by its posterior keep marginal :math:`P(b \ge k)`
         (BNNN's weight-scaling inference); always-on blocks keep 1.
     sample_weights : bool
-        Draw pre-activations from the weight posterior (default) or use the posterior
-        mean weights (then all samples with a fixed ``config`` agree).
+        Draw the weights from the posterior, one draw per sample (default), or use the
+        posterior mean weights (then all samples with a fixed ``config`` agree).
     batch_size : int
         Examples per forward pass.
 
     Returns
     -------
     Tensor, shape ``(S, N, K)``
-        Softmax probabilities (float32, on the CPU), one row per sample; the network runs
-        in eval mode.
+        Softmax probabilities (float32, on the CPU), one row per sample, for a Categorical
+        likelihood (``(S, N, K, *spatial)`` per pixel); the likelihood's mean for others
+        (:func:`predictive_mean`). The network runs in eval mode.
     """
     if not torch.is_tensor(x):
         raise TypeError(f"x must be a Tensor of shape (N, ...), got {type(x).__name__}")
@@ -92,6 +105,7 @@ def predict(
 
 def _run(bnnn, x, num_samples, config, scale, sample_weights, batch_size, weights=None):
     net = bnnn.net
+    layers = bayesian_layers(net)
     x = x.to(next(net.parameters()).device)
     was_training = net.training
     net.eval()
@@ -99,14 +113,19 @@ def _run(bnnn, x, num_samples, config, scale, sample_weights, batch_size, weight
     try:
         for s in range(num_samples):
             masks = _masks(bnnn, config, scale)
-            pinned = {} if weights is None else {k: v[s] for k, v in weights.items()}
+            if weights is not None:
+                pinned = {k: v[s] for k, v in weights.items()}
+            elif sample_weights:  # one weight draw per sample, as the generative model draws
+                pinned = {path: layer.sample_weight() for path, layer, *_ in layers}
+            else:
+                pinned = {}
             with (
                 masked(net, masks),
                 deterministic_weights(net, not sample_weights),
                 pinned_weights(net, pinned),
             ):
                 chunks = [net(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-            out.append(torch.softmax(torch.cat(chunks).float(), -1).cpu())
+            out.append(predictive_mean(bnnn.likelihood, torch.cat(chunks)).float().cpu())
     finally:
         net.train(was_training)
     return torch.stack(out)

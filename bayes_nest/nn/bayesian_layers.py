@@ -44,6 +44,7 @@ from .bayesian_ops import (
     local_reparam_linear,
     per_unit_normal_kl,
 )
+from .local_reparam import marginal_of
 
 __all__ = [
     "BayesianConv2d",
@@ -277,7 +278,9 @@ class BayesianLayer(nn.Module):
         Stochastic mode draws the pre-activations by local reparameterization; with a
         ``weight_transform`` (e.g. a weight quantizer, which needs an actual weight) one weight
         tensor is drawn instead and transformed. Deterministic mode uses the posterior means;
-        pinned weights (:func:`pinned_weights`) take precedence over both.
+        pinned weights (:func:`pinned_weights`) take precedence over both; pinned weights drawn
+        inside :func:`~bayes_nest.nn.local_reparam.local_reparameterization` give a local
+        reparameterization draw from the Normal they came from.
         """
         dim = 1 if self._channel_first else -1
         width = x.shape[dim]
@@ -287,6 +290,14 @@ class BayesianLayer(nn.Module):
                 f"more than {self._in_dim()}"
             )
         o = out_units
+        if self.pinned is not None and weight_transform is None:
+            drawn_from = self._pinned_marginals()
+            if drawn_from is not None:  # local reparameterization (an effect handler is active)
+                w_loc, w_scale, b_loc, b_scale = drawn_from
+                w_loc, w_scale = w_loc[:o, :width], w_scale[:o, :width]
+                if b_loc is not None:
+                    b_loc, b_scale = b_loc[:o], b_scale[:o]
+                return self._local_reparam(x, w_loc, w_scale, b_loc, b_scale)
         if self.pinned is not None or not self.stochastic or weight_transform is not None:
             if self.pinned is not None:
                 weight, bias = self.pinned
@@ -305,6 +316,18 @@ class BayesianLayer(nn.Module):
             if bias_loc is not None:
                 bias_loc, bias_scale = bias_loc[:o], bias_scale[:o]
         return self._local_reparam(x, weight_loc, weight_scale, bias_loc, bias_scale)
+
+    def _pinned_marginals(self) -> tuple | None:
+        """``(w_loc, w_scale, b_loc, b_scale)`` of the Normals the pinned weights were drawn
+        from, under :func:`~bayes_nest.nn.local_reparam.local_reparameterization`; else None."""
+        weight, bias = self.pinned
+        w = marginal_of(weight)
+        if w is None:
+            return None
+        if bias is None:
+            return w[0], w[1], None, None
+        b = marginal_of(bias)
+        return None if b is None else (w[0], w[1], b[0], b[1])
 
     def _local_reparam(self, x, weight_loc, weight_scale, bias_loc, bias_scale) -> torch.Tensor:
         """One draw of the pre-activations: mean ``affine(x, μ)`` plus ``sqrt(var)`` times

@@ -70,8 +70,11 @@ def test_trace_elbo_learns_keep_probs(cls):
     assert (learned - target).abs().max() < 0.03 < (prior - target).abs().max()
 
 
-@pytest.mark.parametrize("cls", [Downhill, DownhillStraightThrough])
+@pytest.mark.parametrize("cls", [DownhillStraightThrough])
 def test_mean_field_elbo_learns_posterior_keep_probs(cls):
+    """Hard masks: the registered keep-count KL is their exact KL, so the mean-field ELBO's
+    optimum is the discrete posterior (the relaxed Downhill has no registered KL: its relaxed
+    densities define a different posterior)."""
     model, prior, target = discrete_posterior_case(cls, temperature=0.1)
     learned = fit_guide_keep_probs(
         model, cls, TraceMeanField_ELBO, temperature=0.1, steps=800, particles=32, lr=0.1

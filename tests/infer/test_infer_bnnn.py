@@ -11,7 +11,6 @@ from torch.distributions import Normal, kl_divergence
 
 from bayes_nest.infer.bnnn import BNNN
 from bayes_nest.models import MLP, ConvNet, ResNet
-from bayes_nest.nn.bayesian import deterministic_weights
 from bayes_nest.subnet import full, smallest
 from bayes_nest.testing import assert_close
 
@@ -51,8 +50,13 @@ def _keep_count_probs_by_hand(beta):
 
 def _weight_kl_by_hand(bnnn):
     """sum_layers sum_k P(b >= k) KL(q(W_k) || p(W_k)), from the parameters only."""
-    total = 0.0
     marg = {n: torch.cumprod(torch.sigmoid(v.keep_logits), 0) for n, v in bnnn.vous.items()}
+    return _weight_kl_given(bnnn, {n: torch.cat([torch.ones(1), m]) for n, m in marg.items()})
+
+
+def _weight_kl_given(bnnn, block_weights):
+    """sum_layers sum_k w_k KL(q(W_k) || p(W_k)) with per-block weights (ones: no axis)."""
+    total = 0.0
     for path, layer, axis, block_size in bnnn.bayesian_layers():
         prior = Normal(layer.prior_loc, layer.prior_scale)
         sigma_w = torch.log1p(torch.exp(layer.weight_rho))
@@ -62,8 +66,7 @@ def _weight_kl_by_hand(bnnn):
         if axis is None:
             weights = torch.ones(len(per_unit))
         else:
-            block_w = torch.cat([torch.ones(1), marg[axis]])  # one always-on block
-            weights = block_w.repeat_interleave(block_size)
+            weights = block_weights[axis].repeat_interleave(block_size)
         assert path.startswith(("hidden", "output"))
         total = total + (weights * per_unit).sum()
     return total
@@ -76,10 +79,14 @@ def _traces(bnnn, x, y, seed):
     return guide_tr, model_tr
 
 
+def _guide_block_masks(bnnn, guide_tr):
+    return {n: torch.cat([torch.ones(1), guide_tr.nodes[n]["value"]]) for n in bnnn.vous}
+
+
 def test_mean_field_elbo_equals_its_terms_computed_by_hand():
     bnnn = _tiny(kl_scale=0.7, prior_keep_prob=0.8)
     x, y = _data()
-    bnnn.model.dataset_size = 30  # a mini-batch of 12 out of 30 examples
+    bnnn.likelihood.dataset_size = 30  # a mini-batch of 12 out of 30 examples
     pyro.set_rng_seed(3)
     loss = TraceMeanField_ELBO().differentiable_loss(bnnn.model, bnnn.guide, x, y)
     guide_tr, model_tr = _traces(bnnn, x, y, seed=3)  # the same noise
@@ -91,47 +98,59 @@ def test_mean_field_elbo_equals_its_terms_computed_by_hand():
         p = _keep_count_probs_by_hand(torch.full_like(vou.keep_logits, 0.8))
         mask_kl = mask_kl + (q * (q / p).log()).sum()
         assert name in guide_tr.nodes and name in model_tr.nodes
-    expected = -loglik + mask_kl + 0.7 * _weight_kl_by_hand(bnnn)
-    assert_close(loss.double(), expected.double(), rtol=1e-5, atol=1e-3)
-    # and the gradients agree too
+    # given the masks, kept blocks pay their weights' KL, dropped ones revert to the prior
+    weight_kl = _weight_kl_given(bnnn, _guide_block_masks(bnnn, guide_tr))
+    expected = -loglik + mask_kl + 0.7 * weight_kl
+    assert_close(loss.double(), expected.double(), dtype=torch.float32, scale=100)
     grads = torch.autograd.grad(loss, list(bnnn.parameters()), allow_unused=True)
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
-def test_trace_elbo_uses_relaxed_densities_of_the_sampled_masks():
+def test_trace_elbo_uses_relaxed_mask_densities_and_weight_densities():
     bnnn = _tiny(seed=1)
     x, y = _data(seed=1)
-    bnnn.model.dataset_size = 12
+    bnnn.likelihood.dataset_size = 12
     pyro.set_rng_seed(5)
     loss = Trace_ELBO().differentiable_loss(bnnn.model, bnnn.guide, x, y)
     guide_tr, model_tr = _traces(bnnn, x, y, seed=5)
     logits = model_tr.nodes["_RETURN"]["value"]
     expected = -F.log_softmax(logits, -1).gather(1, y[:, None]).sum()
+    blocks = _guide_block_masks(bnnn, guide_tr)
     for name in bnnn.vous:
         value = guide_tr.nodes[name]["value"]
         log_q = guide_tr.nodes[name]["fn"].log_prob(value)
         log_p = model_tr.nodes[name]["fn"].log_prob(value)
         expected = expected + log_q - log_p
-    expected = expected + _weight_kl_by_hand(bnnn)
-    assert_close(loss.double(), expected.double(), rtol=1e-5, atol=1e-3)
+    for path, layer, axis, block_size in bnnn.bayesian_layers():
+        keep = torch.ones(layer.weight_loc.shape[0])
+        if axis is not None:
+            keep = blocks[axis].repeat_interleave(block_size)
+        for kind, rho in (("weight", layer.weight_rho), ("bias", layer.bias_rho)):
+            loc = getattr(layer, f"{kind}_loc")
+            k = keep.view(-1, *([1] * (loc.dim() - 1)))
+            value = guide_tr.nodes[f"{path}.{kind}"]["value"]
+            q_loc = torch.where(k > 0, loc, layer.prior_loc)
+            q_scale = torch.where(k > 0, F.softplus(rho), layer.prior_scale)
+            log_q = Normal(q_loc, q_scale).log_prob(value).sum()
+            log_p = Normal(layer.prior_loc, layer.prior_scale).log_prob(value).sum()
+            expected = expected + log_q - log_p
+    assert_close(loss.double(), expected.double(), dtype=torch.float32, scale=100)
 
 
-def test_model_runs_the_network_under_the_guides_masks():
+def test_model_runs_the_network_under_the_guides_masks_and_weights():
     bnnn = _tiny(seed=2)
     x, y = _data(seed=2)
     net = bnnn.net
-    with deterministic_weights(net):
-        guide_tr, model_tr = _traces(bnnn, x, y, seed=0)
+    guide_tr, model_tr = _traces(bnnn, x, y, seed=0)
     h = x
     for i, layer in enumerate(net.hidden):
-        a = layer.affine
+        w, b = (guide_tr.nodes[f"hidden.{i}.affine.{k}"]["value"] for k in ("weight", "bias"))
         mask = torch.cat([torch.ones(1), guide_tr.nodes[f"hidden.{i}"]["value"]])
-        h = F.relu(F.linear(h, a.weight_loc, a.bias_loc)) * mask.repeat_interleave(
-            layer.axis_block_size
-        )
-    expected = F.linear(h, net.output.weight_loc, net.output.bias_loc)
-    assert_close(model_tr.nodes["_RETURN"]["value"], expected)
+        h = F.relu(F.linear(h, w, b)) * mask.repeat_interleave(layer.axis_block_size)
+    w, b = (guide_tr.nodes[f"output.{k}"]["value"] for k in ("weight", "bias"))
+    assert_close(model_tr.nodes["_RETURN"]["value"], F.linear(h, w, b))
     assert all(layer.mask is None for layer in net.hidden)  # masks restored
+    assert all(layer.pinned is None for _, layer, *_ in bnnn.bayesian_layers())
     obs = model_tr.nodes["obs"]
     assert obs["is_observed"] and obs["scale"] == 1.0
 
@@ -232,8 +251,8 @@ def test_svi_in_global_parameter_mode_trains():
     before = bnnn.net.output.weight_loc.detach().clone()
     losses = [svi.step(x, y) for _ in range(30)]
     names = set(pyro.get_param_store().keys())
-    assert "bnnn.guide.vous$$$0.keep_logits" in names
-    assert "bnnn.model.net$$$output.weight_rho" in names
+    assert "bnnn.guide.masks.hidden.0.keep_logits" in names
+    assert "bnnn.guide.weights.output.weight_rho" in names
     assert not torch.equal(before, bnnn.net.output.weight_loc)  # SVI updates our own tensors
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
 
@@ -265,7 +284,10 @@ def test_a_new_bnnn_drops_stale_param_store_entries():
     assert not any(k.startswith("bnnn.") for k in store.keys())
     svi = pyro.infer.SVI(second.model, second.guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO())
     svi.step(*_data())
-    assert store["bnnn.model.net$$$output.weight_loc"] is second.net.output.weight_loc
+    assert store["bnnn.guide.weights.output.weight_loc"] is second.net.output.weight_loc
+    with pytest.raises(RuntimeError, match="distinct names"):  # the older one would train ours
+        svi = pyro.infer.SVI(first.model, first.guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO())
+        svi.step(*_data())
 
 
 def test_posterior_samples_for_arviz():
@@ -311,7 +333,7 @@ def test_conv_residual_and_bit_nested_networks(make, shape):
     layers = bnnn.bayesian_layers()
     assert any(axis is not None for _, _, axis, _ in layers)
     assert all(name in bnnn.vous for _, _, name, _ in layers if name is not None)
-    bnnn.model.dataset_size = 6
+    bnnn.likelihood.dataset_size = 6
     loss = TraceMeanField_ELBO().differentiable_loss(bnnn.model, bnnn.guide, x, y)
     loss.backward()
     assert torch.isfinite(loss)

@@ -135,7 +135,7 @@ def test_fit_records_history_and_validation_scores():
     assert isinstance(history, BNNNHistory) and len(history) == 2
     assert all(math.isfinite(v) for v in history.loss + history.val_nll + history.weight_kl)
     assert 0 <= history.val_accuracy[-1] <= 1
-    assert bnnn.model.dataset_size == 64
+    assert bnnn.likelihood.dataset_size == 64
     assert bnnn.history is history
     # a second call continues (epochs is the total)
     bnnn.fit((x, y), epochs=3, progress=False)
@@ -164,5 +164,7 @@ def test_fit_accepts_a_torch_optimizer_factory():
     bnnn = BNNN(MLP(6, [8], 3, groups=4))
     before = bnnn.net.output.weight_loc.detach().clone()
     bnnn.fit((x, y), epochs=1, optimizer=lambda p: torch.optim.SGD(p, lr=1e-3), progress=False)
-    assert isinstance(bnnn._optimizer, torch.optim.SGD)
+    made = list(bnnn._optim.optim_objs.values())
+    assert made and all(isinstance(opt, torch.optim.SGD) for opt in made)
+    assert len(made) == len(list(bnnn.parameters()))  # SVI updated every parameter
     assert not torch.equal(before, bnnn.net.output.weight_loc)
