@@ -61,7 +61,9 @@ def _draw(loc, scale, post_loc=None, post_scale=None) -> torch.Tensor:
     handler = local_reparam.active()
     if handler is not None:
         handler.remember(
-            value, loc if post_loc is None else post_loc, scale if post_scale is None else post_scale
+            value,
+            loc if post_loc is None else post_loc,
+            scale if post_scale is None else post_scale,
         )
     return value
 
@@ -125,6 +127,8 @@ class NestedMeanFieldELBO(TraceMeanField_ELBO):
     **kwargs
         Those of ``TraceMeanField_ELBO`` (``num_particles``, ...).
 
+    Notes
+    -----
     See the module documentation for when the fast path is taken.
     """
 

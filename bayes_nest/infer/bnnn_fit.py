@@ -31,8 +31,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .. import metrics
-from . import likelihoods
 from ..data import as_loader
+from . import likelihoods
 from .bnnn_elbo import NestedMeanFieldELBO
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .fn3_setup import _generators

@@ -32,8 +32,8 @@ guide (so any ELBO multiplies the weights' KL term by :math:`\lambda`).
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +48,6 @@ from ..distributions.nested_normal import NestedNormal
 from ..nn.axis import Axis, axis_owners, full_block_mask
 from ..nn.bayesian import BayesianLayer
 from .bnnn_kl import bayesian_layers
-from .likelihoods import Likelihood
 from .masks import mask_prior
 from .vou import VariationalOrderingUnit
 
@@ -314,9 +313,7 @@ class BNNNGuide(nn.Module):
         self.kl_scale = float(kl_scale)
         self.name = name
         object.__setattr__(self, "sites", list(sites))
-        params = [
-            (f"{s.path}.{n}", p) for s in self.sites for n, p in s.layer.named_parameters()
-        ]
+        params = [(f"{s.path}.{n}", p) for s in self.sites for n, p in s.layer.named_parameters()]
         object.__setattr__(self, "_params", params)
 
     @property

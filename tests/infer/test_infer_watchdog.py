@@ -364,7 +364,7 @@ def test_bnnn_non_finite_gradient_stops_before_the_update(tmp_path):
 
     bnnn, e, path = _bnnn_run(tmp_path, arm)
     assert (e.quantity, e.step, e.epoch) == ("gradient", 2 * STEPS, 2)
-    assert e.where == "gradient of parameter 'guide.vous.0.keep_logits'"
+    assert e.where == "gradient of parameter 'guide.masks.vous.0.keep_logits'"
     assert _same(_params(bnnn), seen["before"])  # the optimizer never saw it
     assert path.read_bytes() == seen["file"]  # the epoch-2 checkpoint, byte for byte
     assert load_checkpoint(path, kind="bnnn")["epoch"] == 2
@@ -382,9 +382,9 @@ def test_bnnn_site_search_names_the_mask_site():
         bnnn.guide.vous[1].keep_logits[2] = math.inf
     site = first_non_finite_site(bnnn.model, bnnn.guide, x, y)
     assert site == "Pyro site 'hidden.1' (guide log density)"
-    assert dog.locate(inputs=x) == "parameter 'guide.vous.1.keep_logits'"  # parameters first
+    assert dog.locate(inputs=x) == "parameter 'guide.masks.vous.1.keep_logits'"  # parameters first
     with torch.no_grad():
         bnnn.guide.vous[1].keep_logits[2] = 0.0
-        bnnn.model.net.output.bias_loc[0] = math.nan  # the output layer's weight-KL factor
+        bnnn.model.net.output.bias_loc[0] = math.nan  # the guide's draw of the output bias
     site = first_non_finite_site(bnnn.model, bnnn.guide, x, y)
-    assert site == "Pyro site 'output.weight_kl' (model log density)"
+    assert site == "Pyro site 'output.bias' (guide value)"
