@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Sequence
 
@@ -14,6 +15,8 @@ from ..nn.width import NestedConv2d, SlicedLinear
 
 __all__ = [
     "ConvBranch",
+    "check_features_input",
+    "check_image_input",
     "PreActivatedBranch",
     "Projection",
     "Residual",
@@ -81,6 +84,40 @@ def check_stages(
         )
     groups, always_on = check_groups(widths, groups, always_on, "widths")
     return num_classes, in_channels, widths, depths, groups, always_on
+
+
+def _traced(x: object) -> bool:
+    """Whether ``x`` is a symbolic value of ``torch.fx`` (export traces the models' forward)."""
+    return isinstance(x, torch.fx.Proxy)
+
+
+def check_features_input(x: torch.Tensor, in_features: int, model: str) -> None:
+    """Check that ``x`` is a batch ``(N, *shape)`` of examples with ``prod(shape) == in_features``.
+
+    Nested layers accept inputs narrower than their full width (a narrowed layer feeds the next
+    one), so a wrong feature count would otherwise run on truncated weights without an error.
+    """
+    if _traced(x):
+        return
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{model} expects a tensor input, got {type(x).__name__}")
+    if x.ndim < 2 or math.prod(x.shape[1:]) != in_features:
+        raise ValueError(
+            f"{model} expects inputs of shape (N, {in_features}) (or (N, *shape) with "
+            f"{in_features} values per example), got shape {tuple(x.shape)}"
+        )
+
+
+def check_image_input(x: torch.Tensor, in_channels: int, model: str) -> None:
+    """Check that ``x`` is a batch of images ``(N, in_channels, H, W)``."""
+    if _traced(x):
+        return
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{model} expects a tensor input, got {type(x).__name__}")
+    if x.ndim != 4 or x.shape[1] != in_channels:
+        raise ValueError(
+            f"{model} expects images of shape (N, {in_channels}, H, W), got shape {tuple(x.shape)}"
+        )
 
 
 def attach_bits(model: nn.Module, bits: int | None) -> None:
@@ -258,6 +295,7 @@ class ResidualStagesNet(nn.Module):
         self.head = SlicedLinear(widths[-1], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_input(x, self.in_channels, type(self).__name__)
         x = self.stem(x)
         for stage in self.stages:
             x = stage(x)

@@ -8,7 +8,15 @@ import torch
 from torch import nn
 
 from ..nn.width import NestedLinear, SlicedLinear
-from .blocks import attach_bits, check_bits, check_groups, check_int, check_ints, nested_conv_bn
+from .blocks import (
+    attach_bits,
+    check_bits,
+    check_groups,
+    check_image_input,
+    check_int,
+    check_ints,
+    nested_conv_bn,
+)
 
 __all__ = ["ConvNet"]
 
@@ -82,6 +90,7 @@ class ConvNet(nn.Module):
         attach_bits(self, bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_input(x, self.in_channels, type(self).__name__)
         for conv in self.convs:
             x = self.pool(conv(x))
         x = x.mean(dim=(-2, -1))

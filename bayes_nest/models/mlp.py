@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..nn.width import NestedLinear, SlicedLinear
-from .blocks import attach_bits
+from .blocks import attach_bits, check_features_input
 
 __all__ = ["MLP"]
 
@@ -85,6 +85,7 @@ class MLP(nn.Module):
         attach_bits(self, bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_features_input(x, self.in_features, type(self).__name__)
         x = x.reshape(x.shape[0], -1)
         for layer in self.hidden:
             x = layer(x)

@@ -9,7 +9,14 @@ import torch
 from torch import nn
 
 from ..nn.width import NestedLinear, SlicedLinear
-from .blocks import attach_bits, check_bits, check_groups, check_int, nested_conv_bn
+from .blocks import (
+    attach_bits,
+    check_bits,
+    check_groups,
+    check_image_input,
+    check_int,
+    nested_conv_bn,
+)
 
 __all__ = ["VGG", "VGG_CONFIGS"]
 
@@ -139,5 +146,6 @@ class VGG(nn.Module):
         attach_bits(self, bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_input(x, self.in_channels, type(self).__name__)
         x = self.features(x).mean(dim=(-2, -1))
         return self.classifier(x)

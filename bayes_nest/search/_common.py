@@ -58,10 +58,6 @@ def resolve_cost(
     if isinstance(cost, str):
         if cost not in COST_METRICS:
             raise ValueError(f"cost must be one of {COST_METRICS} or a callable, got {cost!r}")
-        if input_shape is None:
-            raise ValueError(
-                f"cost={cost!r} needs input_shape (one example without the batch dimension)"
-            )
         return CostModel(module, cost, input_shape), cost
     if not callable(cost):
         raise TypeError(f"cost must be a metric name or a callable config -> float, got {cost!r}")

@@ -19,7 +19,17 @@ from torch import nn
 
 from .config import use
 
-__all__ = ["Call", "Trace", "check_input_shape", "eval_mode", "input_from_shape", "trace"]
+__all__ = [
+    "Call",
+    "Trace",
+    "check_input_fits",
+    "check_input_shape",
+    "eval_mode",
+    "infer_input_shape",
+    "input_from_shape",
+    "resolve_input_shape",
+    "trace",
+]
 
 
 @dataclass
@@ -152,3 +162,109 @@ def trace(
         for h in handles:
             h.remove()
     return Trace(calls, int(example_input.shape[0]))
+
+
+# ----------------------------------------------------------------------------- input shapes
+
+
+def _sliceable_layers() -> tuple[type, ...]:
+    """Layer types that accept inputs narrower than their full input width (and slice)."""
+    from ..nn.bayesian import BayesianLayer
+    from ..nn.width import SlicedConv2d, SlicedLinear
+
+    return (SlicedLinear, SlicedConv2d, BayesianLayer)
+
+
+def _full_input_units(module: nn.Module) -> tuple[int, int] | None:
+    """``(units, dim)``: a sliceable layer's full input width and the input dim holding it."""
+    if isinstance(getattr(module, "in_features", None), int):
+        return module.in_features, -1
+    if isinstance(getattr(module, "in_channels", None), int):
+        return module.in_channels, -3
+    return None
+
+
+def check_input_fits(module: nn.Module, input_shape: Sequence[int]) -> tuple[int, ...]:
+    """Check that examples of ``input_shape`` fit ``module``; return the shape.
+
+    Nested layers slice their weights to the width of their input (a narrowed layer feeds the
+    next one a narrower input), so an input with too few features would run on truncated weights
+    without any error. In the *full* network nothing is narrowed, so every sliceable layer must
+    see its full input width there: the full network is traced once on ``input_shape`` and any
+    narrower input is an error naming the layer.
+
+    Raises
+    ------
+    ValueError
+        If the full network cannot run on ``input_shape`` or a layer sees a narrower input.
+    """
+    from .config import full
+
+    shape = check_input_shape(input_shape)
+    try:
+        traced = trace(module, full(module), input_shape=shape)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(
+            f"{type(module).__name__} cannot run on examples of input_shape {shape}: {err}"
+        ) from err
+    sliceable = _sliceable_layers()
+    for call in traced.calls:
+        if not isinstance(call.module, sliceable) or not call.input_shapes:
+            continue
+        expected = _full_input_units(call.module)
+        if expected is None or len(call.input_shape) < -expected[1]:
+            continue
+        units, dim = expected
+        if call.input_shape[dim] != units:
+            raise ValueError(
+                f"input_shape {shape} does not fit {type(module).__name__}: layer {call.path!r} "
+                f"takes {units} input features/channels but gets {call.input_shape[dim]} in the "
+                "full network (it would compute on truncated weights)"
+            )
+    return shape
+
+
+def infer_input_shape(module: nn.Module) -> tuple[int, ...] | None:
+    """The shape of one example when the layers determine it, else ``None``.
+
+    The first layer owning parameters (in registration order) decides: a linear layer (plain,
+    sliced, nested or Bayesian) with ``in_features`` inputs gives ``(in_features,)``, as for an
+    :class:`~bayes_nest.models.MLP`; anything else (a convolution has no fixed image size) gives
+    ``None``. The result is checked with :func:`check_input_fits` by the callers.
+    """
+    for layer in module.modules():
+        if next(layer.parameters(recurse=False), None) is None:
+            continue
+        expected = _full_input_units(layer)
+        if isinstance(layer, (nn.Linear, *_sliceable_layers())) and expected and expected[1] == -1:
+            return (expected[0],)
+        return None
+    return None
+
+
+def resolve_input_shape(
+    module: nn.Module, input_shape: Sequence[int] | None, what: str
+) -> tuple[int, ...]:
+    """``input_shape`` checked against ``module``, or inferred from its layers when ``None``.
+
+    Raises
+    ------
+    ValueError
+        If the shape does not fit the module (:func:`check_input_fits`) or is ``None`` and
+        cannot be inferred; ``what`` names the caller in the message.
+    """
+    if input_shape is not None:
+        return check_input_fits(module, input_shape)
+    inferred = infer_input_shape(module)
+    if inferred is None:
+        raise ValueError(
+            f"{what} needs input_shape: the shape of one example without the batch dimension, "
+            f"e.g. (3, 32, 32); it cannot be inferred from the layers of {type(module).__name__}"
+        )
+    try:
+        return check_input_fits(module, inferred)
+    except ValueError as err:
+        raise ValueError(
+            f"{what}: the input shape {inferred} inferred from the first layer of "
+            f"{type(module).__name__} does not fit ({err}); pass input_shape"
+        ) from err

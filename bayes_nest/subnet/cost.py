@@ -36,7 +36,7 @@ from torch import nn
 
 from ..nn.axis import NestedModule
 from ..nn.width import _NestedWidth
-from ._trace import Call, Trace, check_input_shape, trace
+from ._trace import Call, Trace, resolve_input_shape, trace
 from .config import use, validate_config
 
 __all__ = [
@@ -224,8 +224,18 @@ def _costs_of_trace(traced: Trace) -> list[LayerCost]:
     return [item for call, item in out if id(call.module) not in empty]
 
 
+def _layer_costs(
+    module: nn.Module, config: Mapping[str, int] | None, shape: tuple[int, ...]
+) -> list[LayerCost]:
+    if config is None:
+        return _costs_of_trace(trace(module, None, input_shape=shape))
+    config = validate_config(module, config)
+    with use(module, config):  # rules read the masks (e.g. kept bits) of the config
+        return _costs_of_trace(trace(module, config, input_shape=shape))
+
+
 def layer_costs(
-    module: nn.Module, config: Mapping[str, int] | None, input_shape: Sequence[int]
+    module: nn.Module, config: Mapping[str, int] | None, input_shape: Sequence[int] | None = None
 ) -> list[LayerCost]:
     """Per-call costs of sub-network ``config`` (one example of shape ``input_shape``).
 
@@ -234,20 +244,24 @@ def layer_costs(
     module : nn.Module
     config : Mapping[str, int] or None
         Axis name to keep count (missing axes full); ``None`` runs the current masks.
-    input_shape : sequence of int
-        Shape of one example, without the batch dimension, e.g. ``(3, 32, 32)``.
+    input_shape : sequence of int, optional
+        Shape of one example, without the batch dimension, e.g. ``(3, 32, 32)``; inferred from
+        the first layer when that is a linear layer (an MLP), required otherwise.
 
     Returns
     -------
     list of LayerCost
         In call order (children before parents).
+
+    Raises
+    ------
+    ValueError
+        If ``input_shape`` does not fit the module: the full network must run on it with every
+        nested layer seeing its full input width (a shorter input would be costed on truncated
+        layers).
     """
-    shape = check_input_shape(input_shape)
-    if config is None:
-        return _costs_of_trace(trace(module, None, input_shape=shape))
-    config = validate_config(module, config)
-    with use(module, config):  # rules read the masks (e.g. kept bits) of the config
-        return _costs_of_trace(trace(module, config, input_shape=shape))
+    shape = resolve_input_shape(module, input_shape, "layer_costs")
+    return _layer_costs(module, config, shape)
 
 
 def _check_metric(metric: str) -> str:
@@ -277,7 +291,7 @@ def _total(items: Sequence[LayerCost], metric: str, activation_bits: int) -> flo
 def costs(
     module: nn.Module,
     config: Mapping[str, int] | None,
-    input_shape: Sequence[int],
+    input_shape: Sequence[int] | None = None,
     *,
     activation_bits: int = FLOAT_BITS,
 ) -> dict[str, float]:
@@ -305,8 +319,10 @@ def cost(
         Axis name to keep count; missing axes are kept whole; ``None``: current masks.
     metric : {"macs", "params", "weight_bits", "bitops"}
         See the module docstring.
-    input_shape : sequence of int
-        Shape of one example without the batch dimension (required).
+    input_shape : sequence of int, optional
+        Shape of one example without the batch dimension; inferred from the first layer when
+        that is a linear layer (an MLP), required otherwise. Checked against the module as in
+        :func:`layer_costs` (a shape that does not fit raises ``ValueError``).
     activation_bits : int
         Bits of the activations, used by ``"bitops"``.
 
@@ -322,9 +338,8 @@ def cost(
     """
     _check_metric(metric)
     _check_activation_bits(activation_bits)
-    if input_shape is None:
-        raise ValueError("cost needs input_shape: the shape of one example, e.g. (3, 32, 32)")
-    return _total(layer_costs(module, config, input_shape), metric, activation_bits)
+    shape = resolve_input_shape(module, input_shape, "cost")
+    return _total(_layer_costs(module, config, shape), metric, activation_bits)
 
 
 class CostModel:
@@ -334,8 +349,9 @@ class CostModel:
     ----------
     module : nn.Module
     metric : {"macs", "params", "weight_bits", "bitops"}
-    input_shape : sequence of int
-        Shape of one example without the batch dimension.
+    input_shape : sequence of int, optional
+        Shape of one example without the batch dimension (inferred and checked as in
+        :func:`layer_costs`, once).
     activation_bits : int
         Used by ``"bitops"``.
     cache : bool
@@ -355,9 +371,7 @@ class CostModel:
             raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
         self.module = module
         self.metric = _check_metric(metric)
-        if input_shape is None:
-            raise ValueError("CostModel needs input_shape: the shape of one example")
-        self.input_shape = check_input_shape(input_shape)
+        self.input_shape = resolve_input_shape(module, input_shape, "CostModel")
         self.activation_bits = _check_activation_bits(activation_bits)
         self._cache: dict[tuple, float] | None = {} if cache else None
 
@@ -367,7 +381,7 @@ class CostModel:
         if self._cache is not None and key in self._cache:
             return self._cache[key]
         value = _total(
-            layer_costs(self.module, full, self.input_shape), self.metric, self.activation_bits
+            _layer_costs(self.module, full, self.input_shape), self.metric, self.activation_bits
         )
         if self._cache is not None:
             self._cache[key] = value

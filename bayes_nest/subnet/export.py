@@ -34,9 +34,9 @@ from torch import nn
 
 from ..nn.axis import NestedModule, axes, axis_owners
 from ._graphs import symbolic_trace
-from ._trace import Call, check_input_shape, trace
+from ._trace import Call, check_input_fits, infer_input_shape, resolve_input_shape, trace
 from .config import use, validate_config
-from .recalibrate import recalibrate_batchnorm
+from .recalibrate import check_examples, recalibrate_batchnorm
 
 __all__ = ["ExportContext", "ExportError", "export", "register_exporter"]
 
@@ -195,12 +195,16 @@ def _check_scales(module: nn.Module, block_scales: Mapping[str, Any] | None) -> 
 
 def _first_batch(data: Any) -> torch.Tensor:
     if isinstance(data, torch.Tensor):
-        return data[:1]
+        return check_examples(data, "calibration batch 0")[:1]
     if isinstance(data, tuple | list) and data and isinstance(data[0], torch.Tensor):
-        return data[0][:1]
+        return check_examples(data[0], "calibration batch 0")[:1]
     for batch in data:
         x = batch[0] if isinstance(batch, tuple | list) else batch
-        return x[:1]
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(
+                f"calibration_data must yield tensors or (x, y) tuples, got {type(x).__name__}"
+            )
+        return check_examples(x, "calibration batch 0")[:1]
     raise ValueError("calibration_data holds no batches")
 
 
@@ -234,14 +238,18 @@ def export(
         Axis name to keep count (missing axes full; ``None``: the full network).
     input_shape : sequence of int, optional
         Shape of one example without the batch dimension, used to trace which input units
-        reach every layer. Alternatively pass ``example_input`` or ``calibration_data``.
+        reach every layer. Alternatively pass ``example_input`` or ``calibration_data``; with
+        none of them the shape is inferred from the first layer when that is a linear layer
+        (an MLP). The full network must run on it with every nested layer seeing its full input
+        width (a shorter input would export truncated layers).
     example_input : Tensor, optional
-        An example batch to trace.
+        An example batch to trace (at least one example, finite values).
     calibration_data : iterable, optional
         Batches (``x`` or ``(x, y)``) on which to recalibrate the exported model's batch-norm
         statistics (:func:`~bayes_nest.subnet.recalibrate_batchnorm`). Recommended for any
         sub-network of a model with batch-norm: the nested model's running statistics were
-        accumulated over a mixture of sub-networks.
+        accumulated over a mixture of sub-networks. Every batch must hold at least one example
+        and only finite values.
     calibration_batches : int, optional
         Use at most this many calibration batches.
     block_scales : Mapping[str, Tensor], optional
@@ -259,7 +267,8 @@ def export(
     Raises
     ------
     ValueError
-        For an invalid config, missing input shape or malformed scales.
+        For an invalid config, a missing input shape or one that does not fit the module,
+        malformed scales, or calibration data with no examples or non-finite values.
     ExportError
         For a layer type export does not know, or a module that cannot be sized statically.
     """
@@ -267,16 +276,21 @@ def export(
         raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
     config = validate_config(module, {} if config is None else config)
     scales = _check_scales(module, block_scales)
-    if example_input is None:
-        if input_shape is not None:
-            check_input_shape(input_shape)
-        elif calibration_data is not None:
-            example_input = _first_batch(calibration_data)
-        else:
-            raise ValueError(
-                "export needs input_shape (one example, e.g. (3, 32, 32)), example_input or "
-                "calibration_data to find the shapes each layer sees"
-            )
+    if example_input is None and input_shape is None and calibration_data is not None:
+        example_input = _first_batch(calibration_data)
+    if example_input is not None:
+        if not isinstance(example_input, torch.Tensor):
+            raise TypeError(f"example_input must be a tensor, got {type(example_input).__name__}")
+        example_input = check_examples(example_input, "example_input")
+        input_shape = check_input_fits(module, tuple(example_input.shape[1:]))
+    elif input_shape is not None or infer_input_shape(module) is not None:
+        input_shape = resolve_input_shape(module, input_shape, "export")
+    else:
+        raise ValueError(
+            "export needs input_shape (one example, e.g. (3, 32, 32)), example_input or "
+            "calibration_data to find the shapes each layer sees; the shape cannot be inferred "
+            f"from the layers of {type(module).__name__}"
+        )
     traced = trace(module, config, input_shape=input_shape, example_input=example_input)
     ctx = ExportContext(module, traced.calls, scales)
     with use(module, config), torch.no_grad():

@@ -32,7 +32,7 @@ from ..nn.width import _NestedWidth
 from ._trace import eval_mode
 from .config import use
 
-__all__ = ["recalibrate_batchnorm"]
+__all__ = ["check_examples", "recalibrate_batchnorm"]
 
 _BatchNorm = nn.modules.batchnorm._BatchNorm
 
@@ -71,8 +71,8 @@ class _Moments:
 def _batches(data: Any, batch_size: int) -> Iterable:
     if isinstance(data, torch.Tensor):
         return data.split(batch_size)
-    if (
-        isinstance(data, tuple | list)
+    if (  # an (x, y) pair; a *list* of two tensors is two batches
+        isinstance(data, tuple)
         and len(data) == 2
         and isinstance(data[0], torch.Tensor)
         and isinstance(data[1], torch.Tensor)
@@ -82,11 +82,28 @@ def _batches(data: Any, batch_size: int) -> Iterable:
     return data
 
 
-def _inputs(batch: Any) -> torch.Tensor:
+def check_examples(x: torch.Tensor, what: str) -> torch.Tensor:
+    """``x`` if it holds at least one example and only finite values, else a clear error."""
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise ValueError(
+            f"{what} holds no examples (shape {tuple(x.shape)}); batch-norm statistics and "
+            "layer shapes cannot be found from it"
+        )
+    if x.is_floating_point() or x.is_complex():
+        bad = int((~torch.isfinite(x)).sum())
+        if bad:
+            raise ValueError(
+                f"{what} holds {bad} NaN or infinite values; they would make the batch-norm "
+                "statistics NaN"
+            )
+    return x
+
+
+def _inputs(batch: Any, index: int) -> torch.Tensor:
     x = batch[0] if isinstance(batch, tuple | list) else batch
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"data must yield tensors or (x, y) tuples, got {type(x).__name__}")
-    return x
+    return check_examples(x, f"calibration batch {index}")
 
 
 @contextlib.contextmanager
@@ -138,8 +155,9 @@ def recalibrate_batchnorm(
     module : nn.Module
         A nested model (statistics are estimated for sub-network ``config``) or an exported one.
     data : DataLoader, iterable of batches, Tensor or (x, y) pair
-        Batches ``x`` or ``(x, y)`` (labels are ignored); a tensor or pair of tensors is split
-        into batches of ``batch_size``. Use training data, ideally a few thousand examples.
+        Batches ``x`` or ``(x, y)`` (labels are ignored); a tensor or a tuple ``(x, y)`` of two
+        tensors with as many rows is split into batches of ``batch_size`` (a list of tensors is
+        a list of batches). Use training data, ideally a few thousand examples.
     config : Mapping[str, int], optional
         Sub-network whose statistics to estimate (nested models only); ``None`` uses the current
         masks. Channels of a sliced layer beyond the kept ones are reset.
@@ -161,6 +179,13 @@ def recalibrate_batchnorm(
     The statistics are those of the whole data (see the module docstring), not an exponential
     average, so they do not depend on the batch order. Other layers (e.g. dropout) run in eval
     mode during recalibration. Each batch needs more than one element per channel.
+
+    Raises
+    ------
+    ValueError
+        If ``data`` holds no batches, a batch holds no examples or a NaN or infinite value (it
+        would make every statistic NaN); nothing is changed then. A module without batch-norm
+        layers is returned without reading ``data``.
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
@@ -170,6 +195,7 @@ def recalibrate_batchnorm(
         return module
     device = next(iter(module.parameters()), torch.empty(0)).device
     momenta = [(bn, bn.momentum) for bn in norms]
+    saved = [{k: v.clone() for k, v in bn.state_dict().items()} for bn in norms]
     moments = {id(bn): _Moments() for bn in norms}
     used = 0
     try:
@@ -189,7 +215,7 @@ def recalibrate_batchnorm(
                 seen: dict[int, list[tuple[int, int]]] = {}
                 before = {id(bn): int(bn.num_batches_tracked) for bn in norms}
                 with _shape_hooks(module, seen):
-                    module(_inputs(batch).to(device))
+                    module(_inputs(batch, used).to(device))
                 for bn in norms:
                     if int(bn.num_batches_tracked) == before[id(bn)]:
                         continue  # not applied in this sub-network
@@ -209,11 +235,15 @@ def recalibrate_batchnorm(
                 used += 1
                 bar.update(1)
             bar.close()
+        if used == 0:
+            raise ValueError("data holds no batches to recalibrate on")
+    except BaseException:
+        for bn, state in zip(norms, saved, strict=True):  # leave the statistics as they were
+            bn.load_state_dict(state)
+        raise
     finally:
         for bn, momentum in momenta:
             bn.momentum = momentum
-    if used == 0:
-        raise ValueError("data holds no batches to recalibrate on")
     for bn in norms:
         stats = moments[id(bn)]
         bn.reset_running_stats()

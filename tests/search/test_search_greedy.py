@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from bayes_nest.models import MLP
+from bayes_nest.models import MLP, ConvNet
 from bayes_nest.nn import axes
 from bayes_nest.search import exhaustive, greedy
 from bayes_nest.subnet import CostModel
@@ -165,7 +165,7 @@ def test_cache_and_progress_bar():
         ({"step": 0}, ValueError, "step"),
         ({"step": {"nope": 1}}, ValueError, "unknown axis"),
         ({"cost": "flops", "input_shape": (6,)}, ValueError, "cost"),
-        ({"cost": "macs"}, ValueError, "input_shape"),
+        ({"cost": "macs", "input_shape": (5,)}, ValueError, r"\(N, 6\)"),
         ({"cost": 3}, TypeError, "cost"),
         ({"start": {"hidden.0": 9}, "direction": "down"}, ValueError, "out of range"),
         ({"direction": "sideways"}, ValueError, "direction"),
@@ -183,5 +183,7 @@ def test_bad_scores_and_modules():
         greedy(_net(), lambda c: "high", cost=_blocks, progress=False)
     with pytest.raises(TypeError, match="score"):
         greedy(_net(), 3.0, cost=_blocks, progress=False)
+    with pytest.raises(ValueError, match="input_shape"):  # an image size is not fixed by layers
+        greedy(ConvNet(2, 1, (4,), groups=2), lambda c: 0.0, progress=False)
     with pytest.raises(ValueError, match="no axes"):
         greedy(nn.Linear(2, 2), lambda c: 0.0, cost=_blocks, progress=False)

@@ -107,7 +107,7 @@ def test_layer_costs_report_units():
     "kwargs, error",
     [
         ({"metric": "flops"}, ValueError),
-        ({"input_shape": None}, ValueError),
+        ({"input_shape": (9,)}, ValueError),
         ({"input_shape": (0, 3)}, ValueError),
         ({"input_shape": "abc"}, ValueError),
         ({"activation_bits": 0}, ValueError),
