@@ -213,7 +213,8 @@ def greedy(
         A metric of :func:`~bayes_nest.subnet.cost` (``"macs"``, ``"params"``, ``"weight_bits"``,
         ``"bitops"``) or a callable ``config -> float`` (e.g. a latency table).
     input_shape : sequence of int, optional
-        Shape of one example; required for a metric name.
+        Shape of one example, for a metric name: checked against the module, inferred when
+        the first layer is a linear one (an MLP), required otherwise.
     step : int or Mapping[str, int]
         Blocks removed (added) per move, per axis when a mapping.
     candidates : int, optional
