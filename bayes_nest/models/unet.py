@@ -37,6 +37,7 @@ from .blocks import (
     attach_bits,
     check_bits,
     check_groups,
+    check_image_input,
     check_int,
     check_ints,
     nested_conv_bn,
@@ -158,8 +159,9 @@ class UNet(nn.Module):
         attach_bits(self, bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_input(x, self.in_channels, "UNet")  # fewer channels would run truncated
         if not isinstance(x, torch.fx.Proxy):  # a traced export has static shapes
-            if x.dim() != 4 or x.shape[-1] % self.downsampling or x.shape[-2] % self.downsampling:
+            if x.shape[-1] % self.downsampling or x.shape[-2] % self.downsampling:
                 raise ValueError(
                     f"UNet expects images (N, C, H, W) with H and W divisible by "
                     f"{self.downsampling} (2 ** (levels - 1)), got {tuple(x.shape)}"

@@ -9,7 +9,7 @@ import torch
 from subnet_testing import model_zoo, random_configs, randomize_norms
 from torch import nn
 
-from bayes_nest.models import MLP, ConvNet, ResNet, ResNeXt
+from bayes_nest.models import MLP, ConvNet, ResNet, ResNeXt, UNet
 from bayes_nest.nn import NestedConv2d, NestedLinear, NestedModule, SlicedLinear, axes, masked
 from bayes_nest.nn.bayesian import deterministic_weights, to_bayesian_
 from bayes_nest.nn.bits import NestedQuantizer
@@ -85,9 +85,13 @@ def _onnx_matches_subnetwork(model: nn.Module, config, shape) -> None:
     assert_close(torch.from_numpy(out), _reference(model, config, x), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["mlp_bits", "convnet", "resnet", "resnext", "vgg"])
+@pytest.mark.parametrize("name", ["mlp_bits", "convnet", "resnet", "resnext", "vgg", "unet"])
 def test_onnx_runtime_computes_the_subnetwork_of_every_model_kind(name):
-    model, shape = ZOO[name]
+    if name == "unet":
+        torch.manual_seed(0)
+        model, shape = randomize_norms(UNet(2, 2, (4, 8), groups=2)).eval(), (2, 8, 8)
+    else:
+        model, shape = ZOO[name]
     _onnx_matches_subnetwork(model, random_configs(model, 1, seed=4)[-1], shape)
 
 
