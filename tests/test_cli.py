@@ -13,6 +13,7 @@ import torch
 
 from bayes_nest.cli import build_parser, main
 from bayes_nest.pipeline import load_model
+from bayes_nest.testing import assert_close
 from bayes_nest.workflow import data_for, evaluate_config
 
 TINY = ["--hidden", "16,16", "--groups", "4", "--epochs", "2", "--no-progress"]
@@ -115,8 +116,8 @@ def test_evaluate_matches_the_python_api(fn3_ckpt, tmp_path, capsys):
     expected = evaluate_config(
         model, data_for(model, "digits").test, {"hidden.0": 2, "hidden.1": 3}
     )
-    assert rows[0]["accuracy"] == pytest.approx(expected["accuracy"])
-    assert rows[0]["nll"] == pytest.approx(expected["nll"])
+    assert_close(rows[0]["accuracy"], expected["accuracy"], dtype=torch.float32)
+    assert_close(rows[0]["nll"], expected["nll"], dtype=torch.float32)
     assert rows[0]["macs"] == 64 * 8 + 8 * 12 + 12 * 10
     assert rows[1]["subnet"] == {"hidden.0": 4, "hidden.1": 4}
 
@@ -131,9 +132,10 @@ def test_export_writes_equivalent_standalone_files(fn3_ckpt, tmp_path, capsys):
     x = data_for(model, "digits").test.x[:20]
     expected = model.predict(x, {"hidden.0": 2})[0]
     plain = torch.load(out, weights_only=False)
-    assert torch.allclose(torch.softmax(plain(x), -1), expected, atol=1e-5)
+    # sliced weights vs the nested network's masked ones: other summation orders
+    assert_close(torch.softmax(plain(x), -1), expected, scale=10)
     program = torch.export.load(tmp_path / "small.pt2").module()
-    assert torch.allclose(torch.softmax(program(x), -1), expected, atol=1e-5)
+    assert_close(torch.softmax(program(x), -1), expected, scale=10)
     info = json.loads((tmp_path / "small.json").read_text())
     assert info["config"] == {"hidden.0": 2, "hidden.1": 4} and info["input_shape"] == [64]
 
@@ -179,7 +181,7 @@ def test_search_front_scores_are_validation_accuracies(fn3_ckpt, front_json):
     assert len(front.points) >= 7  # full, smallest and the greedy path between them
     for point in front.points[:: max(1, len(front.points) // 3)]:
         probs = model.predict(val.x, point.config)
-        assert point.score == pytest.approx(metrics.accuracy(probs, val.y))
+        assert_close(point.score, metrics.accuracy(probs, val.y), dtype=torch.float32)
         assert point.cost == model.cost_model("macs")(point.config)
 
 

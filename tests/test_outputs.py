@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
 import pytest
 import torch
 
 from bayes_nest.data import load_dataset
 from bayes_nest.outputs import check_output, export_paths, export_subnet, write_atomic
 from bayes_nest.pipeline import ModelSpec, fit
+from bayes_nest.testing import assert_close
 
 
 @pytest.fixture(scope="module")
@@ -51,16 +51,17 @@ def test_export_subnet_files_compute_the_sub_network(method, digits, tmp_path):
     x = digits.test.x[:30]
     plain = torch.load(paths["module"], weights_only=False)
     program = torch.export.load(paths["program"]).module()
-    assert torch.allclose(plain(x), program(x), atol=1e-5)
+    assert_close(plain(x), program(x), scale=10)  # eager vs torch.export's graph
     if method == "fn3":  # BN statistics recalibrated on the training inputs for the config
         from bayes_nest.subnet import recalibrate_batchnorm
 
         recalibrate_batchnorm(model.module, digits.train.x, config)
         expected = model.predict(x, config)[0]
-        assert torch.allclose(torch.softmax(plain(x), -1), expected, atol=1e-5)
+        assert_close(torch.softmax(plain(x), -1), expected, scale=10)  # sliced weights
     info = json.loads(open(paths["info"]).read())
     assert info["config"] == config and info["method"] == method
-    assert np.allclose(info["mean"], model.mean.numpy()) and len(info["std"]) == 64
+    assert_close(info["mean"], model.mean, dtype=torch.float32)  # through JSON text
+    assert len(info["std"]) == 64
     with pytest.raises(FileExistsError, match="s.pt"):
         export_subnet(model, config, tmp_path / "s.pt")
 

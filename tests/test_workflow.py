@@ -11,6 +11,7 @@ from bayes_nest import metrics
 from bayes_nest.data import corrupt, load_dataset
 from bayes_nest.pipeline import ModelSpec, fit
 from bayes_nest.search.front import Front, Point
+from bayes_nest.testing import assert_close
 from bayes_nest.workflow import (
     analyse,
     data_for,
@@ -39,7 +40,7 @@ def test_data_for_reproduces_the_training_splits(fn3, digits):
     again = data_for(fn3, "digits")
     for name in ("train", "val", "test"):
         assert torch.equal(again.splits[name].y, digits.splits[name].y)
-        assert torch.allclose(again.splits[name].x, digits.splits[name].x, atol=1e-5)
+        assert_close(again.splits[name].x, digits.splits[name].x, scale=10)  # re-standardized
 
 
 def test_data_for_a_new_file_uses_the_model_standardization(fn3, digits, tmp_path):
@@ -67,8 +68,8 @@ def test_evaluate_config_against_independent_oracles(fn3, digits):
     scores, probs = evaluate_config(fn3, digits.test, config, seed=5, return_probs=True)
     p = probs[0].numpy()
     y = digits.test.y.numpy()
-    assert scores["accuracy"] == pytest.approx(float((p.argmax(1) == y).mean()))
-    assert scores["nll"] == pytest.approx(float(-np.log(p[np.arange(len(y)), y]).mean()), 1e-5)
+    assert_close(scores["accuracy"], float((p.argmax(1) == y).mean()), dtype=torch.float32)
+    assert_close(scores["nll"], float(-np.log(p[np.arange(len(y)), y]).mean()), dtype=torch.float32)
     noise = corrupt(digits.test.x, "gaussian_noise", 1.0, seed=5)
     p_out = fn3.predict(noise, config)[0].numpy()
 
@@ -94,10 +95,10 @@ def test_scores(fn3, digits):
     probs = fn3.predict(val.x, config)
     acc, nll = metrics.accuracy(probs, val.y), metrics.nll(probs, val.y)
     ece = metrics.expected_calibration_error(probs, val.y)
-    assert make_score(fn3, val)(config) == pytest.approx(acc)
-    assert make_score(fn3, val, "nll")(config) == pytest.approx(-nll)
+    assert_close(make_score(fn3, val)(config), acc, dtype=torch.float32)
+    assert_close(make_score(fn3, val, "nll")(config), -nll, dtype=torch.float32)
     pen = make_score(fn3, val, "ece-penalised", ece_weight=2.0)(config)
-    assert pen == pytest.approx(acc - 2 * ece)
+    assert_close(pen, acc - 2 * ece, dtype=torch.float32)
     with pytest.raises(ValueError, match="unknown score 'f1'"):
         make_score(fn3, val, "f1")
 
@@ -105,7 +106,7 @@ def test_scores(fn3, digits):
 def test_budgets_and_fronts(fn3, tmp_path):
     full = fn3.cost_model("macs")({})
     front = Front([Point({"hidden.0": 1, "hidden.1": 1}, 0.5, 100.0)], metric="macs")
-    assert resolve_budget("25%", front, fn3) == pytest.approx(0.25 * full)
+    assert_close(resolve_budget("25%", front, fn3), 0.25 * full)
     assert resolve_budget(300.0, front, fn3) == 300.0
     front.to_json(tmp_path / "f.json")
     assert read_front(tmp_path / "f.json", fn3).points[0].score == 0.5
@@ -140,7 +141,7 @@ def test_recalibrated_batchnorm_matches_export_and_is_restored(digits):
     _, probs = evaluate_config(
         model, digits.test, config, return_probs=True, calibration=digits.train
     )
-    assert torch.allclose(probs[0], expected, atol=1e-5)
+    assert_close(probs[0], expected, scale=10)  # the exported network: sliced weights
     assert torch.equal(norm.running_mean, before)  # the nested statistics are back
     plain = evaluate_config(model, digits.test, config)  # without: the mixed statistics
     with recalibrated(model, config, digits.train):
