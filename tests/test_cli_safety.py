@@ -122,6 +122,34 @@ def test_report_folder_containing_its_model_is_refused(model_file, tmp_path, cap
     assert model.read_bytes() == model_file.read_bytes()
 
 
+def test_report_folder_that_appears_meanwhile_is_kept(tmp_path):
+    from bayes_nest.report import _replace_dir
+
+    new, out = tmp_path / "new", tmp_path / "out"
+    new.mkdir()
+    (new / "report.md").write_text("new report")
+    out.mkdir()
+    (out / "notes.txt").write_text("the other run's folder")
+    with pytest.raises(FileExistsError, match="appeared"):
+        _replace_dir(new, out, force=False)
+    assert (out / "notes.txt").read_text() == "the other run's folder"
+    _replace_dir(new, out, force=True)
+    assert sorted(os.listdir(out)) == ["report.md"] and not new.exists()
+
+
+def test_hard_link_to_an_input_is_the_input(tmp_path):
+    from bayes_nest._files import check_not_input
+
+    data = tmp_path / "d.csv"
+    data.write_text("1,0\n")
+    os.link(data, tmp_path / "alias.csv")
+    with pytest.raises(ValueError, match="is the input"):
+        check_not_input(tmp_path / "alias.csv", [data])
+    with pytest.raises(ValueError, match="contains the input"):
+        check_not_input(tmp_path, ["digits", data])
+    check_not_input(tmp_path / "other.csv", ["digits", data, None])  # unrelated: accepted
+
+
 @pytest.mark.parametrize("where", ["proc", "under_a_file", "read_only"])
 def test_unwritable_output_fails_before_training(where, tmp_path, capsys, monkeypatch):
     _no_training(monkeypatch)
