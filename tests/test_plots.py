@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 
 from bayes_nest import metrics, plots  # noqa: E402
+from bayes_nest.testing import assert_close  # noqa: E402
 
 Point = namedtuple("Point", ["config", "score", "cost"])
 
@@ -45,14 +46,17 @@ def test_reliability_bars_are_per_bin_accuracy_and_confidence():
     mean_conf = [conf[idx == b].mean() for b in full]
 
     bars = _container(ax, "accuracy")
-    np.testing.assert_allclose([p.get_height() for p in bars.patches], acc, atol=1e-6)
-    np.testing.assert_allclose([p.get_x() for p in bars.patches], np.array(full) / n_bins)
-    np.testing.assert_allclose([p.get_width() for p in bars.patches], 1 / n_bins)
-    gaps = _container(ax, "gap")
-    np.testing.assert_allclose([p.get_y() for p in gaps.patches], acc, atol=1e-6)
-    np.testing.assert_allclose(
-        [p.get_y() + p.get_height() for p in gaps.patches], mean_conf, atol=1e-6
+    # per-bin means of float32 confidences, summed in another order than numpy's
+    assert_close([p.get_height() for p in bars.patches], acc, dtype=torch.float32)
+    edges = list(np.array(full) / n_bins)  # float32 bin edges
+    assert_close([p.get_x() for p in bars.patches], edges, dtype=torch.float32)
+    assert_close(
+        [p.get_width() for p in bars.patches], [1 / n_bins] * len(full), dtype=torch.float32
     )
+    gaps = _container(ax, "gap")
+    assert_close([p.get_y() for p in gaps.patches], acc, dtype=torch.float32)
+    tops = [p.get_y() + p.get_height() for p in gaps.patches]
+    assert_close(tops, [float(c) for c in mean_conf], dtype=torch.float32)
     ece = metrics.expected_calibration_error(probs, labels, n_bins=n_bins)
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert f"model (ECE = {ece:.3f})" in legend
@@ -162,7 +166,7 @@ def test_keep_probabilities_lines_and_bands(marginal):
             values = np.cumprod(values, axis=1)
         x = np.arange(1, values.shape[1] + 1)
         np.testing.assert_array_equal(lines[name].get_xdata(), x)
-        np.testing.assert_allclose(lines[name].get_ydata(), values.mean(0), rtol=1e-12)
+        assert_close(lines[name].get_ydata(), values.mean(0))
         lo, hi = np.quantile(values, [0.1, 0.9], axis=0)
         vertices = band.get_paths()[0].vertices
         for xi, lo_i, hi_i in zip(x, lo, hi, strict=True):
@@ -175,7 +179,7 @@ def test_keep_probabilities_lines_and_bands(marginal):
 def test_keep_probabilities_point_estimate_and_png(tmp_path):
     fig = plots.keep_probabilities({"fc": np.array([0.9, 0.8, 0.5])})
     (line,) = fig.axes[0].get_lines()
-    np.testing.assert_allclose(line.get_ydata(), [0.9, 0.72, 0.36])
+    assert_close(line.get_ydata(), [0.9, 0.72, 0.36])
     fig.savefig(tmp_path / "keep.png", dpi=60)
 
 
