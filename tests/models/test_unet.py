@@ -166,3 +166,27 @@ def test_fn3_learns_per_pixel_masks_from_random_annotators():
         scores[name] = pixel_nll(probs, masks)
     # the full network learns the lesions; the 2-channel smallest one is far weaker
     assert scores["full"] < 0.7 * constant and scores["full"] < scores["smallest"], scores
+
+
+@pytest.mark.slow
+def test_bnnn_with_a_per_pixel_bernoulli_likelihood_learns_the_masks():
+    import pyro
+
+    from bayes_nest.infer import BNNN, likelihoods
+
+    torch.manual_seed(0)
+    data = load_segmentation(num_images=160, size=16, seed=0)
+    net = UNet(1, 1, widths=(4, 8), groups=2, bottleneck_blocks=1)
+    bnnn = BNNN(net, likelihood=likelihoods.Bernoulli(len(data.train.x)))
+    x, masks = data.test
+    train = RandomAnnotatorDataset(data.train, seed=0)
+    optimizer = pyro.optim.Adam({"lr": 1e-2})
+    bnnn.fit(train, epochs=12, batch_size=16, optimizer=optimizer, progress=False, seed=0)
+    probs = bnnn.predict(x, num_samples=4)
+    assert probs.shape == (4, len(x), 1, 16, 16)
+    assert float(probs.min()) >= 0 and float(probs.max()) <= 1
+    assert not torch.equal(probs[0], probs[1])  # posterior samples differ
+    constant = pixel_nll(np.full((len(x), 16, 16), float(data.train.masks.mean())), masks)
+    assert pixel_nll(probs[:, :, 0], masks) < 0.8 * constant
+    small = bnnn.predict(x, config=smallest(bnnn.net), num_samples=4)
+    assert small.shape == probs.shape and not torch.equal(small, probs)
