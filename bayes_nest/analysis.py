@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["arviz_name", "summary", "to_arviz"]
+__all__ = ["arviz_name", "from_bnnn", "summary", "to_arviz"]
 
 _BLOCK_QUANTITIES = ("keep_probs", "keep_logits", "mask")
 _SCALAR_QUANTITIES = ("keep_count",)
@@ -93,6 +93,8 @@ def _default_dims(name: str, event_ndim: int, group: str) -> list[str] | None:
         return ["example", "class"]
     if name in _LABELS and group == "observed_data" and event_ndim == 1:
         return ["example"]
+    if name == "obs" and event_ndim == 1:  # log_likelihood and observed_data of from_bnnn
+        return ["example"]
     return None
 
 
@@ -146,6 +148,7 @@ def to_arviz(
     coords: Mapping[str, Any] | None = None,
     posterior_predictive: Mapping[str, Any] | None = None,
     observed_data: Mapping[str, Any] | None = None,
+    log_likelihood: Mapping[str, Any] | None = None,
 ):
     """Convert posterior samples to ArviZ data (``InferenceData`` on 0.2x, ``DataTree`` on 1.x).
 
@@ -169,6 +172,9 @@ def to_arviz(
         ``posterior``.
     observed_data : mapping of str to tensor or array, optional
         Data without sample dimensions (e.g. ``labels`` of shape ``(N,)``).
+    log_likelihood : mapping of str to tensor or array, optional
+        Pointwise log-likelihoods per draw, e.g. ``{"obs": (S, N)}``, same leading layout as
+        ``posterior`` (what ``az.loo`` and ``az.waic`` read).
 
     Returns
     -------
@@ -185,6 +191,7 @@ def to_arviz(
     for group, values in (
         ("posterior", posterior),
         ("posterior_predictive", posterior_predictive),
+        ("log_likelihood", log_likelihood),
         ("observed_data", observed_data),
     ):
         converted = _group(values, group, num_chains)
@@ -306,3 +313,103 @@ def summary(
     if len(interval) == 2:  # "hdi_5%"/"hdi_95%" (0.2x) or "hdi90_lb"/"hdi90_ub" (1.x)
         table = table.rename(columns=dict(zip(interval, ["hdi_lower", "hdi_upper"], strict=True)))
     return table
+
+
+@torch.no_grad()
+def from_bnnn(
+    bnnn: Any,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    num_samples: int,
+    weights: Sequence[str] | None = None,
+    batch_size: int = 1024,
+):
+    r"""ArviZ data of a fitted BNNN's posterior on data ``(x, y)``.
+
+    Each of the ``S`` draws runs the BNNN's guide once (a mask per axis and every weight) and
+    the network on ``x`` with that draw.
+
+    Parameters
+    ----------
+    bnnn : BNNN
+    x, y : Tensor
+        Inputs ``(N, ...)`` and their observations (labels for a Categorical likelihood).
+    num_samples : int
+        :math:`S`, the number of posterior draws.
+    weights : list of str, optional
+        Weight or bias sites to include in the posterior group (e.g.
+        ``bnnn.weight_site_names()``); none by default (they are large).
+    batch_size : int
+        Examples per forward pass.
+
+    Returns
+    -------
+    arviz.InferenceData or xarray.DataTree
+        Groups ``posterior`` (``keep_count/<axis>`` ``(S,)``, ``mask/<axis>`` ``(S, D)`` and the
+        chosen weight sites), ``posterior_predictive`` (``probs`` ``(S, N, K)`` for a Categorical
+        likelihood, else ``mean``: the likelihood's mean), ``log_likelihood`` (``obs`` ``(S, N)``,
+        :math:`\log p(y_n \mid \text{draw } s)`, for ``az.loo`` / ``az.waic``) and
+        ``observed_data`` (``obs``). The keep probabilities are variational parameters, not draws:
+        they are not in the posterior group (read them from ``bnnn.keep_probs()``).
+    """
+    from pyro import poutine
+
+    from .infer.bnnn_predict import predictive_mean
+
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    if not (torch.is_tensor(x) and torch.is_tensor(y)) or len(x) != len(y):
+        raise ValueError("x and y must be tensors with the same number of examples")
+    known = set(bnnn.weight_site_names())
+    chosen = list(weights or [])
+    for name in chosen:
+        if name not in known:
+            raise ValueError(f"no weight site {name!r}; weight sites: {sorted(known)}")
+    model, likelihood = bnnn.model, bnnn.likelihood
+    device = next(bnnn.parameters()).device
+    x, y = x.to(device), y.to(device)
+    draws: dict[str, list] = {}
+    predictive, loglik = [], []
+    was_training = bnnn.net.training
+    bnnn.net.eval()
+    try:
+        for _ in range(num_samples):
+            trace = poutine.trace(bnnn.guide).get_trace(x, y)
+            masks = {}
+            for name, vou in bnnn.vous.items():
+                mask = trace.nodes[name]["value"]
+                masks[name] = torch.cat([mask.new_ones(vou.axis.always_on), mask])
+                draws.setdefault(f"mask/{name}", []).append(mask)
+                count = vou.axis.always_on + mask.sum()
+                draws.setdefault(f"keep_count/{name}", []).append(count.round().long())
+            sites = model.sites
+            drawn = {
+                s.path: (
+                    trace.nodes[s.weight_name]["value"],
+                    None if s.bias_name is None else trace.nodes[s.bias_name]["value"],
+                )
+                for s in sites
+            }
+            for name in chosen:
+                draws.setdefault(name, []).append(trace.nodes[name]["value"])
+            outputs = torch.cat(
+                [
+                    model.run(x[i : i + batch_size], masks, drawn)
+                    for i in range(0, len(x), batch_size)
+                ]
+            )
+            predictive.append(predictive_mean(likelihood, outputs).float().cpu())
+            loglik.append(likelihood.log_likelihood(outputs, y).double().cpu())
+    finally:
+        bnnn.net.train(was_training)
+    posterior = {k: torch.stack(v).cpu() for k, v in draws.items()}
+    from .infer.likelihoods import Categorical
+
+    key = "probs" if isinstance(likelihood, Categorical) else "mean"
+    return to_arviz(
+        posterior,
+        posterior_predictive={key: torch.stack(predictive)},
+        log_likelihood={"obs": torch.stack(loglik)},
+        observed_data={"obs": y.cpu()},
+    )

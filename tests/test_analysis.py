@@ -315,3 +315,44 @@ def test_tutorial_code_runs(tmp_path, monkeypatch):
     assert re.search(r"^keep_count\.hidden\.1 +[0-9.]+ +[0-9.]+", printed, re.M)
     for png in ("keep_probabilities.png", "reliability.png", "pareto_front.png"):
         assert (tmp_path / png).stat().st_size > 5000
+
+
+def _fitted_bnnn():
+    import pyro
+
+    from bayes_nest.infer import BNNN
+    from bayes_nest.models import MLP
+
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    x = torch.randn(60, 4)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    bnnn = BNNN(MLP(4, [8], 3, groups=4), init_scale=0.05)
+    bnnn.fit((x, y), epochs=5, batch_size=20, progress=False, seed=0)
+    return bnnn, x, y
+
+
+def test_from_bnnn_has_a_log_likelihood_group_that_loo_and_waic_read():
+    bnnn, x, y = _fitted_bnnn()
+    data = analysis.from_bnnn(
+        bnnn, x, y, num_samples=40, weights=["output.weight", "hidden.0.affine.bias"]
+    )
+    ll = analysis._group_dataset(data, "log_likelihood")["obs"].values.reshape(40, 60)
+    probs = analysis._group_dataset(data, "posterior_predictive")["probs"].values.reshape(40, 60, 3)
+    # the log-likelihood of each draw is that of the draw's predicted class probabilities
+    picked = np.take_along_axis(probs, y.numpy()[None, :, None], -1)[..., 0]
+    assert_close(ll, np.log(picked), dtype=torch.float32)
+    # WAIC by its definition: lppd - sum of the pointwise variances of the log-likelihood
+    lppd = np.log(np.exp(ll).mean(0)).sum()
+    expected = lppd - ll.var(0).sum()  # ArviZ: the variance over draws, ddof 0
+    assert_close(float(az.waic(data).elpd_waic), float(expected))
+    loo = az.loo(data)
+    assert np.isfinite(loo.elpd_loo) and loo.elpd_loo <= lppd
+    posterior = analysis._group_dataset(data, "posterior")
+    assert posterior["output.weight"].values.reshape(40, 3, 8).std(0).min() > 0  # real draws
+    assert "keep_probs.hidden.0" not in posterior  # a variational parameter, not a draw
+    counts = posterior["keep_count.hidden.0"].values.reshape(-1)
+    masks = posterior["mask.hidden.0"].values.reshape(40, 3)
+    np.testing.assert_array_equal(counts, masks.sum(1) + 1)  # exact: sums of zeros and ones
+    with pytest.raises(ValueError, match="no weight site"):
+        analysis.from_bnnn(bnnn, x, y, num_samples=2, weights=["nope"])

@@ -357,7 +357,7 @@ def check_weight_prior(weight_prior: Any) -> Any:
     """``weight_prior`` if it is a univariate Pyro distribution with scalar batch shape."""
     if weight_prior is None:
         return None
-    if not isinstance(weight_prior, dist.TorchDistributionMixin):
+    if not isinstance(weight_prior, torch.distributions.Distribution):
         raise TypeError(
             "weight_prior must be a Pyro distribution (e.g. pyro.distributions.Normal(0., 1.)), "
             f"got {type(weight_prior).__name__}"
