@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: venv demo test test-kernels test-all lint docs bench clean
+.PHONY: venv demo test test-kernels test-all doctest lint docs bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ test-kernels: venv
 
 test-all: venv
 	$(PY) -m pytest -q
+
+# The examples in the package's docstrings, run as tests (each in a temporary folder; see
+# conftest.py). Examples that need a multi-process job or run the whole demo are marked +SKIP.
+doctest: venv
+	$(PY) -m pytest --doctest-modules bayes_nest -q
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -11,7 +11,7 @@ the chosen sub-networks exported as standalone PyTorch files.
 Examples
 --------
 >>> from bayes_nest.demo import run_demo
->>> summary = run_demo("demo-report", quick=True)
+>>> summary = run_demo("demo-report", quick=True)  # doctest: +SKIP
 """
 
 from __future__ import annotations

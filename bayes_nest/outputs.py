@@ -3,10 +3,12 @@ written atomically, and sub-networks are exported as standalone model files.
 
 Examples
 --------
->>> from bayes_nest.pipeline import load_model
+>>> from bayes_nest.data import load_dataset
+>>> from bayes_nest.pipeline import ModelSpec, fit
 >>> from bayes_nest.outputs import export_subnet
->>> model = load_model("digits.ckpt")
->>> export_subnet(model, {"hidden.0": 4}, "small.pt", onnx=True)  # small.pt, .pt2, .json, .onnx
+>>> data = load_dataset("digits")
+>>> model = fit(ModelSpec("mlp", {"hidden": [32], "groups": 8}), data, epochs=1, progress=False)
+>>> written = export_subnet(model, {"hidden.0": 4}, "small.pt")  # small.pt, .pt2, .json
 """
 
 from __future__ import annotations

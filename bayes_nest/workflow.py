@@ -7,11 +7,16 @@ sub-network (accuracy, NLL, Brier, ECE, OOD AUROC) the same way for both regimes
 
 Examples
 --------
->>> from bayes_nest.pipeline import load_model
->>> from bayes_nest.workflow import data_for, evaluate_config
->>> model = load_model("digits.ckpt")
->>> data = data_for(model, "digits")
->>> evaluate_config(model, data.test, {"hidden.0": 4, "hidden.1": 4})
+>>> from bayes_nest.pipeline import ModelSpec, fit
+>>> from bayes_nest.workflow import data_for, evaluate_config, load_data
+>>> spec = ModelSpec("mlp", {"hidden": [64, 64], "groups": 8})
+>>> model = fit(spec, load_data("digits", flat=True), epochs=2, progress=False)
+>>> data = data_for(model, "digits")  # the model's own splits and standardization
+>>> scores = evaluate_config(model, data.test, {"hidden.0": 4, "hidden.1": 4})
+>>> sorted(scores)
+['accuracy', 'brier', 'ece', 'n', 'nll', 'ood_auroc']
+>>> scores["n"] == len(data.test.y)
+True
 """
 
 from __future__ import annotations

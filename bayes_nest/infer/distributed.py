@@ -229,9 +229,12 @@ def setup(
 
     Examples
     --------
-    >>> ctx = setup()              # under `torchrun --nproc-per-node 2 script.py`
-    >>> ctx.rank, ctx.world_size   # (0, 2) on the first process
-    >>> teardown(ctx)
+    Under ``torchrun --nproc-per-node 2 script.py``, on the first process:
+
+    >>> ctx = setup()              # doctest: +SKIP
+    >>> ctx.rank, ctx.world_size   # doctest: +SKIP
+    (0, 2)
+    >>> teardown(ctx)              # doctest: +SKIP
     """
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
@@ -293,8 +296,9 @@ def distributed(
 
     Examples
     --------
-    >>> with distributed() as ctx:
-    ...     trainer = DistributedFN3Trainer(net, ctx=ctx, seed=0)
+    >>> from bayes_nest.infer.distributed_fn3 import DistributedFN3Trainer
+    >>> with distributed() as ctx:  # doctest: +SKIP
+    ...     trainer = DistributedFN3Trainer(net, ctx=ctx, seed=0)  # under torchrun
     ...     trainer.fit(data.train, epochs=10)
     """
     ctx = setup(backend, device=device)

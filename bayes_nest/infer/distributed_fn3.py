@@ -349,8 +349,8 @@ def fit_fn3_distributed(
     Examples
     --------
     >>> from bayes_nest.infer.distributed import distributed
-    >>> with distributed() as ctx:  # torchrun --nproc-per-node 2 train.py
-    ...     history = fit_fn3_distributed(net, data.train, epochs=10, ctx=ctx, seed=0)
+    >>> with distributed() as ctx:  # doctest: +SKIP
+    ...     history = fit_fn3_distributed(net, data.train, epochs=10, ctx=ctx, seed=0)  # torchrun
     """
     trainer = DistributedFN3Trainer(module, ctx=ctx, **kwargs)
     return trainer.fit(

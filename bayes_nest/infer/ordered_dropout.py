@@ -168,10 +168,17 @@ class OrderedDropout:
 
     Examples
     --------
+    >>> import torch
+    >>> import torch.nn.functional as F
+    >>> from bayes_nest.models import MLP
+    >>> net = MLP(16, [32, 32], 3, groups=8)
     >>> sampler = OrderedDropout(net, keep_prob=0.9, seed=0)
-    >>> for x, y in loader:
-    ...     counts = sampler()  # e.g. {"hidden.0": 7, "hidden.1": 12}; net now slices
-    ...     loss = F.cross_entropy(net(x), y)
+    >>> x, y = torch.randn(5, 16), torch.tensor([0, 1, 2, 0, 1])
+    >>> counts = sampler()  # e.g. {"hidden.0": 7, "hidden.1": 5}; net now slices
+    >>> sorted(counts), all(1 <= c <= 8 for c in counts.values())
+    (['hidden.0', 'hidden.1'], True)
+    >>> loss = F.cross_entropy(net(x), y)
+    >>> sampler.clear()  # the full network again
     """
 
     def __init__(

@@ -144,12 +144,21 @@ class Watchdog:
 
     Examples
     --------
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Linear(3, 2)
+    >>> x, y = torch.randn(4, 3), torch.tensor([0, 1, 1, 0])
+    >>> optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
     >>> dog = Watchdog(net)
-    >>> loss = loss_fn(net(x), y)
-    >>> dog.check_loss(loss, step=step, epoch=epoch, inputs=x, forward=lambda: net(x))
+    >>> loss = nn.functional.cross_entropy(net(x), y)
+    >>> dog.check_loss(loss, step=0, epoch=0, inputs=x, forward=lambda: net(x))
     >>> loss.backward()
-    >>> dog.check_gradients(step=step, epoch=epoch)
+    >>> dog.check_gradients(step=0, epoch=0)
     >>> optimizer.step()
+    >>> dog.check_loss(torch.tensor(float("nan")), step=1, epoch=0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    bayes_nest.infer.watchdog.NonFiniteError: ...
     """
 
     def __init__(self, module: nn.Module, *, gradients: bool = True) -> None:

@@ -69,8 +69,13 @@ def use(module: nn.Module, config: Mapping[str, int]) -> Iterator[nn.Module]:
 
     Examples
     --------
-    >>> with use(net, {"layers.0": 4}):
-    ...     logits = net(x)
+    >>> import torch
+    >>> from bayes_nest.models import MLP
+    >>> net = MLP(16, [32, 32], 3, groups=8)
+    >>> with use(net, {"hidden.0": 2}):  # 2 of 8 blocks: 8 of the 32 units
+    ...     logits = net(torch.randn(5, 16))
+    >>> logits.shape
+    torch.Size([5, 3])
     """
     checked = validate_config(module, config)
     with masked(module, checked):

@@ -333,8 +333,10 @@ def cost(
 
     Examples
     --------
+    >>> from bayes_nest.models import MLP
     >>> net = MLP(64, [128, 128], 10, groups=8)
-    >>> cost(net, {"hidden.0": 4}, "macs", input_shape=(64,))
+    >>> cost(net, {"hidden.0": 4}, "macs", input_shape=(64,))  # 64*64 + 64*128 + 128*10
+    13568.0
     """
     _check_metric(metric)
     _check_activation_bits(activation_bits)
