@@ -241,3 +241,26 @@ def test_normal_likelihood_regression_learns_the_noise_scale():
     assert mean.shape == (400, 1)
     assert float(F.mse_loss(mean, y)) < 0.1 * float(y.var())
     assert 0.2 < float(bnnn.likelihood.scale_value) < 0.6  # the noise is 0.3
+
+
+@pytest.mark.slow
+def test_nuts_over_the_weights_of_a_small_bnnn_with_masks_fixed_to_a_config():
+    from pyro.infer import MCMC, NUTS
+
+    torch.manual_seed(0)
+    x = torch.randn(40, 2)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    bnnn = BNNN(MLP(2, [4], 2, groups=2), weight_prior=dist.Normal(0.0, 1.0))
+    full_mask = {"hidden.0": torch.ones(1)}  # both blocks of the hidden layer kept
+    model = poutine.condition(bnnn.model, data=full_mask)
+    pyro.set_rng_seed(0)
+    mcmc = MCMC(NUTS(model), num_samples=150, warmup_steps=150, disable_progbar=True)
+    mcmc.run(x, y)
+    samples = mcmc.get_samples()
+    assert set(samples) == set(bnnn.weight_site_names())  # the weights, not the mask
+    assert samples["output.weight"].shape == (150, 2, 4)
+    probs = Predictive(model, posterior_samples=samples, return_sites=["_RETURN"])(x)["_RETURN"]
+    accuracy = float((probs.softmax(-1).mean(0).argmax(-1) == y).float().mean())
+    assert accuracy > 0.9
+    prior = Predictive(model, num_samples=150, return_sites=["_RETURN"])(x)["_RETURN"]
+    assert float((prior.softmax(-1).mean(0).argmax(-1) == y).float().mean()) < 0.8
