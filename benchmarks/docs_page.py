@@ -39,6 +39,9 @@ HEADLINES = [
     ("export_speed", "min_speedup_efficiency", 0.7, ">="),
     ("cascade", "accuracy_gain_pp", 0.0, ">"),
     ("gpu_throughput", "nested_over_plain_throughput", 0.95, ">="),
+    ("segmentation", "ged_ratio_vs_prob_unet", 1.0, "<="),
+    ("segmentation", "ged_ratio_vs_mc_dropout", 0.9, "<="),
+    ("segmentation", "half_macs_ged_ratio", 1.1, "<="),
 ]
 
 INTRO = """# Benchmarks
