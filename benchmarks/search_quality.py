@@ -17,6 +17,11 @@ the smallest to the full network's MACs we take each search's best config within
 report its validation score (what the searches optimise) and its test accuracy. Gaps are averaged
 over seeds (each seed: new split, new training) before taking the maximum over budgets.
 
+With ``--bits B`` the model is an MLP 64 → 64 → 64 → 10 (two width axes of 16 groups) whose
+weights are also nested in ``B`` quantization bits (one shared bits axis; ``16·16·B`` configs).
+MACs do not change with the bits, so this checks that the searches still choose the bits by the
+score; the rows also record the bits of each search's choice.
+
 Run ``python benchmarks/search_quality.py`` (full: 3 seeds) or ``--quick`` (1 seed, shorter
 training; under a minute).
 """
@@ -42,10 +47,18 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SEARCHES = ("greedy", "greedy_down", "exhaustive", "random", "evolutionary")
 
 
-def run_seed(seed: int, epochs: int, n_budgets: int) -> tuple[list[dict], dict]:
+def build(bits: int | None) -> MLP:
+    if bits is None:
+        return MLP(64, [64, 64, 64], 10, groups=16)
+    return MLP(64, [64, 64], 10, groups=16, bits=bits)
+
+
+def run_seed(
+    seed: int, epochs: int, n_budgets: int, bits: int | None = None
+) -> tuple[list[dict], dict]:
     data = load_dataset("digits", seed=seed, val_fraction=0.3, test_fraction=0.2)
     torch.manual_seed(seed)
-    net = MLP(64, [64, 64, 64], 10, groups=16)
+    net = build(bits)
     fit_fn3(net, data.train, epochs=epochs, seed=seed, sandwich="both", progress=False)
     score = Evaluator(net, data.val)
     test = Evaluator(net, data.test)
@@ -88,6 +101,8 @@ def run_seed(seed: int, epochs: int, n_budgets: int) -> tuple[list[dict], dict]:
             best = front.best(budget)
             row[f"{name}_val"] = best.score
             row[f"{name}_test"] = test(best.config)
+            if bits is not None:
+                row[f"{name}_bits"] = best.config["bits"]
         rows.append(row)
     stats = {
         "seed": seed,
@@ -102,14 +117,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, short training")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--bits", type=int, default=None, help="nest the weights in this many bits too"
+    )
     args = parser.parse_args()
+    if args.bits is not None and args.bits < 1:
+        parser.error(f"--bits must be a positive int, got {args.bits}")
     torch.set_num_threads(1)
     seeds = [0] if args.quick else [0, 1, 2]
     epochs = 120 if args.quick else 300
     n_budgets = 20
     config = {
         "dataset": "digits (50/30/20 split)",
-        "model": "MLP(64, [64, 64, 64], 10, groups=16): 3 width axes, 4096 configs",
+        "model": (
+            "MLP(64, [64, 64, 64], 10, groups=16): 3 width axes, 4096 configs"
+            if args.bits is None
+            else f"MLP(64, [64, 64], 10, groups=16, bits={args.bits}): 2 width axes and a "
+            f"bits axis, {256 * args.bits} configs"
+        ),
         "training": f"fit_fn3, {epochs} epochs, keep_prob 0.9, sandwich both, Adam 1e-3",
         "score": "validation accuracy",
         "cost": "MACs",
@@ -119,7 +144,7 @@ def main() -> None:
     }
     rows, stats = [], []
     for seed in seeds:
-        seed_rows, seed_stats = run_seed(seed, epochs, n_budgets)
+        seed_rows, seed_stats = run_seed(seed, epochs, n_budgets, args.bits)
         rows += seed_rows
         stats.append(seed_stats)
         print(
@@ -162,6 +187,14 @@ def main() -> None:
         "advantage_over_evolutionary_pp": mean_score("greedy") - mean_score("evolutionary"),
         "mean_evaluations": evals,
         "per_seed": stats,
+        **(
+            {}
+            if args.bits is None
+            else {
+                f"{name}_bits_chosen": sorted({r[f"{name}_bits"] for r in rows})
+                for name in SEARCHES
+            }
+        ),
         "definitions": {
             "gap": "validation accuracy of exhaustive's best config within a budget minus "
             "greedy's, in pp, averaged over seeds; max/mean over the budgets",
@@ -181,9 +214,8 @@ def main() -> None:
         )
     printable = {k: v for k, v in summary.items() if k not in ("per_seed", "definitions")}
     print(json.dumps(printable, indent=1))
-    out = args.out or RESULTS / (
-        "search_quality_quick.json" if args.quick else "search_quality.json"
-    )
+    stem = "search_quality" if args.bits is None else f"search_quality_bits{args.bits}"
+    out = args.out or RESULTS / (f"{stem}_quick.json" if args.quick else f"{stem}.json")
     write_result(out, "search_quality", config, rows, summary)
     print(f"wrote {out}")
 
