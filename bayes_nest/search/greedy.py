@@ -244,7 +244,9 @@ def greedy(
     paths of a dropped residual block) is free, so it is never traded against cost: each walk
     first scores every cost-neutral value of every axis and takes the best one, and after every
     move it takes any cost-neutral single step that raises the score (until none does). These
-    moves appear in the path between the cost-changing ones, at the same cost.
+    moves appear in the path between the cost-changing ones, at the same cost. Beyond the ``K``
+    of ``candidates``, each step scores one config either way of every cost-neutral axis (more
+    when such a step is taken), and each walk starts with one scan of those axes.
     """
     space = Space(module)
     steps = _check_steps(space, step)
