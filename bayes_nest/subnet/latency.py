@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from ..nn.axis import NestedModule
 from ..nn.bayesian import BayesianConv2d, BayesianLinear
 from ..nn.width import _NestedWidth
-from ._trace import check_input_shape, trace
+from ._trace import check_input_fits, check_input_shape, trace
 from .config import full, smallest, use, validate_config
 
 __all__ = ["LatencyTable", "measure_latency"]
@@ -76,7 +76,7 @@ def measure_latency(
     Runs in eval mode under ``torch.inference_mode`` with ``threads`` intra-op threads, after
     ``warmup`` untimed runs.
     """
-    shape = check_input_shape(input_shape)
+    shape = check_input_fits(module, input_shape)
     _check_int(batch_size, "batch_size")
     _check_int(threads, "threads")
     _check_int(warmup, "warmup", 0)
@@ -304,7 +304,7 @@ class LatencyTable:
         """
         from .export import export
 
-        shape = check_input_shape(input_shape)
+        shape = check_input_fits(module, input_shape)
         _check_int(levels, "levels")
         _check_int(batch_size, "batch_size")
         _check_int(threads, "threads")

@@ -13,10 +13,12 @@ from bayes_nest.nn import NestedConv2d, NestedLinear, SlicedLinear
 from bayes_nest.search import greedy
 from bayes_nest.subnet import (
     CostModel,
+    LatencyTable,
     cost,
     costs,
     export,
     layer_costs,
+    measure_latency,
     recalibrate_batchnorm,
     use,
 )
@@ -61,6 +63,10 @@ def test_user_networks_of_nested_layers_refuse_short_inputs():
         cost(linear, {}, "macs", input_shape=(5,))
     with pytest.raises(ValueError, match=r"'0.affine' takes 6 .* gets 5"):
         export(linear, {}, input_shape=(5,))
+    with pytest.raises(ValueError, match=r"'0.affine' takes 6 .* gets 5"):
+        measure_latency(linear, (5,))
+    with pytest.raises(ValueError, match=r"'0.affine' takes 6 .* gets 5"):
+        LatencyTable.measure(linear, (5,))
     conv = nn.Sequential(NestedConv2d(3, 4, 3, groups=2, padding=1))
     with pytest.raises(ValueError, match=r"'0.affine' takes 3 .* gets 2"):
         cost(conv, {}, "macs", input_shape=(2, 5, 5))
