@@ -122,3 +122,16 @@ def test_getting_started_python_is_the_tested_readme_example():
         return [line.split("#")[0].rstrip() for line in text.splitlines() if line.strip()]
 
     assert code(guide) == code(readme)
+
+
+@pytest.mark.slow
+def test_segmentation_lesions(tmp_path):
+    figure = tmp_path / "lesions.png"
+    rows = example("segmentation_lesions")(["--quick", "--figure", str(figure)])["rows"]
+    truth, quarter, full = rows
+    assert quarter["MACs"] < full["MACs"]
+    # fresh annotations from the true distribution are the floor of the GED
+    assert truth["GED"] < min(quarter["GED"], full["GED"])
+    assert truth["Hungarian IoU"] > max(quarter["Hungarian IoU"], full["Hungarian IoU"])
+    assert 0 <= full["pixel ECE"] <= 1
+    assert figure.is_file() and figure.stat().st_size > 0
