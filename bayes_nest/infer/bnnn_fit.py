@@ -120,6 +120,70 @@ def make_pyro_optim(optimizer: Any) -> pyro.optim.PyroOptim:
     )
 
 
+#: Torch optimizers whose update of an element reads only that element's gradient and state:
+#: one instance over all parameters updates exactly as one instance per parameter.
+ELEMENTWISE = (
+    torch.optim.Adam,
+    torch.optim.AdamW,
+    torch.optim.Adamax,
+    torch.optim.Adagrad,
+    torch.optim.RMSprop,
+    torch.optim.SGD,
+)
+
+
+class ParameterUpdate:
+    """The optimizer step of ``SVI.step``: ``optim(params)`` on the parameters SVI found.
+
+    A plain ``PyroOptim`` of an elementwise torch optimizer (:data:`ELEMENTWISE`, a dict of
+    arguments, no gradient clipping) keeps one torch optimizer per parameter; here it is applied
+    as one torch optimizer over the same parameters with the same arguments, the same update in
+    one call. Any other Pyro optimizer (LR schedulers included) is called as SVI calls it.
+    """
+
+    def __init__(self, optim: pyro.optim.PyroOptim, order: list[torch.Tensor]) -> None:
+        self.optim = optim
+        constructor = optim.pt_optim_constructor
+        self.fusable = (
+            type(optim) is pyro.optim.PyroOptim
+            and isinstance(constructor, type)
+            and issubclass(constructor, ELEMENTWISE)
+            and isinstance(optim.pt_optim_args, dict)
+            and not optim.pt_clip_args
+        )
+        self.order = {id(p): i for i, p in enumerate(order)}
+        self.fused: torch.optim.Optimizer | None = None
+        self._pending: dict | None = None
+
+    def __call__(self, params: set[torch.Tensor]) -> None:
+        if not self.fusable:
+            self.optim(params)
+            return
+        if self.fused is None:
+            ordered = sorted(params, key=lambda p: self.order.get(id(p), len(self.order)))
+            self.fused = self.optim.pt_optim_constructor(ordered, **self.optim.pt_optim_args)
+            if self._pending is not None:
+                self.fused.load_state_dict(self._pending)
+                self._pending = None
+        self.fused.step()
+
+    def get_state(self) -> dict:
+        if not self.fusable:
+            return {"pyro": self.optim.get_state()}
+        return {"fused": None if self.fused is None else self.fused.state_dict()}
+
+    def set_state(self, state: dict) -> None:
+        if "pyro" in state and not self.fusable:
+            self.optim.set_state(state["pyro"])
+        elif "fused" in state and self.fusable:
+            self._pending = state["fused"]
+            if self.fused is not None:
+                self.fused.load_state_dict(self._pending)
+                self._pending = None
+        else:
+            raise ValueError("the checkpoint's optimizer state is of a different optimizer")
+
+
 def make_elbo(loss: Any, num_particles: int) -> ELBO:
     """The ELBO of ``loss``: an instance as is; None or ``"mean_field"`` the trace-free
     mean-field ELBO, ``"trace"`` ``Trace_ELBO``, each with ``num_particles``."""
@@ -253,7 +317,7 @@ def fit(
     if hasattr(bnnn.likelihood, "dataset_size"):
         bnnn.likelihood.dataset_size = size
     if getattr(bnnn, "_optim", None) is None or optimizer is not None:
-        bnnn._optim = make_pyro_optim(optimizer)
+        bnnn._optim = ParameterUpdate(make_pyro_optim(optimizer), list(bnnn.parameters()))
     optim = bnnn._optim
     history = bnnn.history if isinstance(bnnn.history, BNNNHistory) else BNNNHistory()
     bnnn.clear_param_store()  # no stale tensor of another model under this name
@@ -272,7 +336,10 @@ def fit(
                 f"checkpoint {str(checkpoint_path)!r} does not fit this BNNN (a different "
                 f"network): {error}"
             ) from error
-        optim.set_state(state["optimizer"])
+        try:
+            optim.set_state(state["optimizer"])
+        except ValueError as error:
+            raise ValueError(f"checkpoint {str(checkpoint_path)!r}: {error}") from error
         set_rng_state(state["rng"])
         for g, s in zip(_generators(loader), state["loader_generators"], strict=False):
             g.set_state(torch.as_tensor(s, dtype=torch.uint8))
@@ -331,7 +398,7 @@ def fit(
             seconds = time.perf_counter() - start
             bnnn.epoch += 1
             epoch_loss = loss_sum / max(steps, 1) / size
-            _step_scheduler(optim, epoch_loss)
+            _step_scheduler(optim.optim, epoch_loss)
             val_nll, val_acc = (math.nan, math.nan)
             if val is not None:
                 val_nll, val_acc = _validate(bnnn, val, val_samples)

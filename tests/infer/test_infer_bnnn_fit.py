@@ -164,7 +164,25 @@ def test_fit_accepts_a_torch_optimizer_factory():
     bnnn = BNNN(MLP(6, [8], 3, groups=4))
     before = bnnn.net.output.weight_loc.detach().clone()
     bnnn.fit((x, y), epochs=1, optimizer=lambda p: torch.optim.SGD(p, lr=1e-3), progress=False)
-    made = list(bnnn._optim.optim_objs.values())
+    made = list(bnnn._optim.optim.optim_objs.values())
     assert made and all(isinstance(opt, torch.optim.SGD) for opt in made)
     assert len(made) == len(list(bnnn.parameters()))  # SVI updated every parameter
     assert not torch.equal(before, bnnn.net.output.weight_loc)
+
+
+def test_an_elementwise_pyro_optimizer_updates_as_one_torch_optimizer_per_parameter():
+    """fit applies pyro.optim.Adam as one torch Adam over all parameters: the same update as
+    Pyro's one Adam per parameter (a factory callable is applied the Pyro way)."""
+    x, y = _small_problem()
+    runs = []
+    for optimizer in (
+        pyro.optim.Adam({"lr": 1e-2}),
+        pyro.optim.PyroOptim(lambda params, **kw: torch.optim.Adam(params, **kw), {"lr": 1e-2}),
+    ):
+        torch.manual_seed(0)
+        bnnn = BNNN(MLP(6, [8], 3, groups=4))
+        bnnn.fit((x, y), epochs=3, batch_size=16, optimizer=optimizer, progress=False, seed=1)
+        runs.append(bnnn)
+    assert runs[0]._optim.fusable and not runs[1]._optim.fusable
+    for (name, a), b in zip(runs[0].named_parameters(), runs[1].parameters(), strict=True):
+        assert_close(a, b, scale=100, msg=name)
