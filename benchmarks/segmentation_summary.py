@@ -83,4 +83,12 @@ def summarize(rows: list[dict], seeds: list[int]) -> dict:
     summary["met"] = {
         k: None if summary[k] is None else summary[k] <= v for k, v in targets.items()
     }
+    # the protocol's decision rule: a target met by the mean is "resolved" when the whole 95 %
+    # interval over seeds lies on its side of the threshold
+    summary["resolved"] = {
+        k: None
+        if summary.get(f"{k}_interval") is None or None in summary[f"{k}_interval"]
+        else (summary[f"{k}_interval"][1] <= v or summary[f"{k}_interval"][0] > v)
+        for k, v in targets.items()
+    }
     return summary
