@@ -100,15 +100,15 @@ def check_guide(
                 "OrderingUnit"
             )
         if kind == "relaxed" and not isinstance(fn, Downhill):
-            what = "autoguide" if isinstance(fn, dist.Delta) else type(fn).__name__
+            what = "an autoguide" if isinstance(fn, dist.Delta) else f"a {type(fn).__name__}"
             if isinstance(elbo, TraceMeanField_ELBO):
                 raise UnsafeGuideError(
-                    f"mask site {name!r}: a {what} guide has no closed-form KL "
+                    f"mask site {name!r}: {what} guide has no closed-form KL "
                     "with the Downhill prior, and TraceMeanField_ELBO's density estimate "
                     "diverges at the hard masks; use an OrderingUnit (or site='count')"
                 )
             messages.append(
-                f"mask site {name!r}: a {what} guide on a relaxed mask does not "
+                f"mask site {name!r}: {what} guide on a relaxed mask does not "
                 "learn an order; use an OrderingUnit"
             )
         if kind == "count":
