@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 
@@ -12,7 +13,13 @@ from torch.distributions.utils import lazy_property
 
 from bayes_nest.distributions.constraints import open_unit_interval
 
-__all__ = ["KeepCount"]
+__all__ = [
+    "KeepCount",
+    "hard_mask",
+    "keep_count_kl",
+    "keep_count_log_probs",
+    "log_keep_marginals",
+]
 
 _ShapeLike = torch.Size | Sequence[int]
 
@@ -39,6 +46,32 @@ def _select_keep_param(keep_probs: object, keep_logits: object) -> tuple[str, to
     if keep_probs is not None:
         return "keep_probs", _as_float_tensor(keep_probs, "keep_probs")
     return "keep_logits", _as_float_tensor(keep_logits, "keep_logits")
+
+
+def _log_keep(keep_logits: torch.Tensor) -> torch.Tensor:
+    # -softplus(-x) equals logsigmoid(x); torch's CPU logsigmoid kernel opens a parallel region,
+    # which stalls for milliseconds on a loaded machine even for a handful of values.
+    return -F.softplus(-keep_logits)
+
+
+def log_keep_marginals(keep_logits: torch.Tensor) -> torch.Tensor:
+    r""":math:`\log P(b \ge i) = \sum_{j \le i} \log \beta_j`, shape ``batch + (D,)``."""
+    return _log_keep(keep_logits).cumsum(-1)
+
+
+def keep_count_log_probs(keep_logits: torch.Tensor) -> torch.Tensor:
+    r""":math:`\log q_b`, :math:`b = 0..D`, shape ``batch + (D+1,)``, in log space:
+    :math:`\log q_b = \sum_{j \le b} \log \beta_j + \log(1 - \beta_{b+1})` (the last term
+    absent for :math:`b = D`), finite for :math:`\beta` near 0 or 1."""
+    log_drop = -F.softplus(keep_logits)  # log(1 - beta) = logsigmoid(-logit), no cancellation
+    return F.pad(log_keep_marginals(keep_logits), (1, 0)) + F.pad(log_drop, (0, 1))
+
+
+def keep_count_kl(log_q: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
+    r""":math:`\mathrm{KL}(q \| p) = \sum_b q_b (\log q_b - \log p_b)` over the last axis, with
+    :math:`0 \log 0 = 0` (counts of probability zero under ``q``)."""
+    product = log_q.exp() * (log_q - log_p)
+    return torch.where(log_q == -torch.inf, torch.zeros_like(product), product).sum(-1)
 
 
 class KeepCount(TorchDistribution):
@@ -230,7 +263,7 @@ class KeepCount(TorchDistribution):
 
     @lazy_property
     def _log_keep_marginals(self) -> torch.Tensor:
-        return F.logsigmoid(self.keep_logits).cumsum(-1)
+        return log_keep_marginals(self.keep_logits)
 
     @property
     def keep_marginals(self) -> torch.Tensor:
@@ -240,8 +273,7 @@ class KeepCount(TorchDistribution):
     @lazy_property
     def logits(self) -> torch.Tensor:
         """Normalised log probabilities :math:`\\log q_b`, shape ``batch + (D + 1,)``."""
-        log_drop = F.logsigmoid(-self.keep_logits)
-        return F.pad(self._log_keep_marginals, (1, 0)) + F.pad(log_drop, (0, 1))
+        return keep_count_log_probs(self.keep_logits)
 
     @lazy_property
     def probs(self) -> torch.Tensor:
@@ -287,6 +319,19 @@ class KeepCount(TorchDistribution):
             counts = torch.searchsorted(cdf, uniform, right=True)
             counts = counts.movedim(-1, 0).reshape(sample_shape + self.batch_shape)
         return counts.clamp_(max=self.num_blocks)
+
+    def count_for_uniform(self, uniform: float) -> int:
+        """The count that the uniform number ``uniform`` in ``[0, 1)`` draws: the inverse CDF of
+        :meth:`sample_keep_count`, from a cached list of the cumulative probabilities (no tensor
+        operation: the per-step prior draw of FN3). Unbatched distributions only."""
+        cdf = self.__dict__.get("_cdf_list")
+        if cdf is None:
+            if self.batch_shape:
+                raise ValueError(
+                    f"count_for_uniform needs an unbatched KeepCount, batch {self.batch_shape}"
+                )
+            cdf = self.__dict__["_cdf_list"] = self._cdf.detach().cpu().tolist()
+        return min(bisect.bisect_right(cdf, uniform), self.num_blocks)
 
     def sample(self, sample_shape: _ShapeLike = ()) -> torch.Tensor:
         return self.sample_keep_count(sample_shape)

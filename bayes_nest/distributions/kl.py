@@ -1,15 +1,15 @@
 r"""Closed-form KL divergences of keep counts, registered with ``torch.distributions.kl``.
 
-For two chains with keep probabilities :math:`\beta` (first argument) and :math:`\gamma`, the chain
-rule of KL over the sequence of keep decisions gives
+For two chains with keep probabilities :math:`\beta` (first argument) and :math:`\gamma`,
 
 .. math::
 
     \mathrm{KL}(q_\beta \,\|\, q_\gamma) = \sum_{b=0}^{D} q_b \log\frac{q_b}{p_b}
     = \sum_{i=1}^{D} P_\beta(b \ge i - 1)\,
-      \mathrm{KL}\big(\mathrm{Bern}(\beta_i) \,\|\, \mathrm{Bern}(\gamma_i)\big),
+      \mathrm{KL}\big(\mathrm{Bern}(\beta_i) \,\|\, \mathrm{Bern}(\gamma_i)\big)
 
-(step ``i`` is only taken when block ``i - 1`` was kept), evaluated in log space.
+(the second form: the chain rule over the keep decisions), evaluated from the log probabilities
+of :mod:`~bayes_nest.distributions.keep_count`, the one implementation of the keep-count law.
 
 ``KL(DownhillStraightThrough || DownhillStraightThrough)`` is registered as the KL of the two
 keep-count distributions: the forward values of the straight-through variant are the hard masks
@@ -22,37 +22,23 @@ the KL of the relaxed (Concrete) densities (which has no closed form), so Pyro's
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch.distributions import register_kl
 
 from bayes_nest.distributions.downhill_straight_through import DownhillStraightThrough
-from bayes_nest.distributions.keep_count import KeepCount
+from bayes_nest.distributions.keep_count import KeepCount, keep_count_kl
 
 __all__ = ["kl_keep_count"]
 
 
 def kl_keep_count(p: KeepCount, q: KeepCount) -> torch.Tensor:
-    """``KL(p || q)`` of two keep-count distributions, shape ``broadcast(p.batch, q.batch)``."""
+    """``KL(p || q)`` of two keep-count distributions, shape ``broadcast(p.batch, q.batch)``
+    (:func:`~bayes_nest.distributions.keep_count.keep_count_kl` of their log probabilities)."""
     if p.num_blocks != q.num_blocks:
         raise ValueError(
             f"KL between keep counts needs the same number of blocks; got {p.num_blocks} "
             f"and {q.num_blocks}"
         )
-    p_logits, q_logits = torch.broadcast_tensors(p.keep_logits, q.keep_logits)
-    log_keep_p, log_drop_p = F.logsigmoid(p_logits), F.logsigmoid(-p_logits)
-    log_keep_q, log_drop_q = F.logsigmoid(q_logits), F.logsigmoid(-q_logits)
-    bernoulli_kl = _weighted(log_keep_p, log_keep_p - log_keep_q) + _weighted(
-        log_drop_p, log_drop_p - log_drop_q
-    )
-    # P_p(b >= i - 1) for i = 1..D: 1, beta_1, beta_1 beta_2, ...
-    log_reach = F.pad(log_keep_p.cumsum(-1)[..., :-1], (1, 0))
-    return _weighted(log_reach, bernoulli_kl).sum(-1)
-
-
-def _weighted(log_weight: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """``exp(log_weight) * value`` with ``0 * anything = 0`` (events of probability zero)."""
-    product = log_weight.exp() * value
-    return torch.where(log_weight == -torch.inf, torch.zeros_like(product), product)
+    return keep_count_kl(*torch.broadcast_tensors(p.logits, q.logits))
 
 
 @register_kl(KeepCount, KeepCount)

@@ -14,7 +14,7 @@ forward pass, giving
 averaged over particles. Its value and gradients equal ``TraceMeanField_ELBO``'s from the same
 random state (tested). What it saves is work: each axis's :math:`\log q` is computed once and
 shared by the mask draw and the mask KL in one fused autograd node
-(:func:`~bayes_nest.infer.vou_ops.keep_terms`), the Normal KLs are evaluated elementwise without
+(:func:`~bayes_nest.distributions.keep_count_ops.keep_terms`), the Normal KLs are evaluated elementwise without
 distribution objects, and there are no messengers or argument validation. For anything else (an
 AutoGuide, a user likelihood, a non-Normal weight prior, relaxed masks, vectorised particles) it
 *is* ``TraceMeanField_ELBO``.

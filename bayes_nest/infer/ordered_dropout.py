@@ -23,7 +23,6 @@ axis when its parameters change and draws a count with one uniform number and a 
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -256,7 +255,7 @@ class OrderedDropout:
         axis's parameters are valid."""
         dists = _per_axis(self._distribution, self.axes, "distribution")
         pis = _per_axis(self._keep_prob, self.axes, "keep_prob")
-        keep_probs, probs, cdf = {}, {}, []
+        keep_probs, probs, laws = {}, {}, []
         for name, axis in self.axes.items():
             if dists[name] not in DISTRIBUTIONS:
                 raise ValueError(
@@ -266,14 +265,13 @@ class OrderedDropout:
             if dists[name] == "geometric":
                 _check_keep_prob(pis[name], f"keep_prob for axis {name!r}")
             beta = conditional_keep_probs(axis.orderable, dists[name], pis[name])
-            q = keep_count_probs(beta).to(torch.float64)
+            law = KeepCount(keep_probs=beta)  # float64: the one keep-count sampler
             keep_probs[name] = beta
-            probs[name] = q
-            # Cumulative sums of q_0..q_{D-1}: the count is how many of them lie <= u.
-            cdf.append((axis.always_on, torch.cumsum(q, 0)[:-1].tolist()))
+            probs[name] = law.probs
+            laws.append((axis.always_on, law))
         self.keep_probs: dict[str, torch.Tensor] = keep_probs
         self.probs: dict[str, torch.Tensor] = probs
-        self._cdf: list[tuple[int, list[float]]] = cdf
+        self._laws: list[tuple[int, KeepCount]] = laws
         self._names = list(self.axes)
         self._set_groups()
         self._pyro_priors = None
@@ -295,8 +293,8 @@ class OrderedDropout:
         """Draw one keep count (``always_on + b`` blocks) per sampled axis, without setting it."""
         u = torch.rand(self._num_uniforms, generator=self.generator, dtype=torch.float64).tolist()
         return {
-            name: always_on + bisect.bisect_right(cdf, u[g])
-            for name, (always_on, cdf), g in zip(self._names, self._cdf, self._group, strict=True)
+            name: always_on + law.count_for_uniform(u[g])
+            for name, (always_on, law), g in zip(self._names, self._laws, self._group, strict=True)
         }
 
     def apply(self, counts: Mapping[str, int | None]) -> None:

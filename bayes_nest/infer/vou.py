@@ -31,23 +31,21 @@ from dataclasses import dataclass
 
 import pyro
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution
 
+from ..distributions.keep_count import (
+    KeepCount,
+    keep_count_log_probs,
+    log_keep_marginals,
+)
+from ..distributions.keep_count_ops import draw_mask, gumbel_noise, keep_terms
 from ..nn.axis import Axis, full_block_mask
 from .masks import mask_prior
-from .vou_ops import draw_mask, gumbel_noise, keep_terms
 
 __all__ = ["ExponentialTemperature", "VariationalOrderingUnit", "resolve_temperature"]
 
 Temperature = float | Callable[[int], float]
-
-
-def _log_sigmoid(x: torch.Tensor) -> torch.Tensor:
-    # -softplus(-x) equals logsigmoid(x); torch's CPU logsigmoid kernel always opens a parallel
-    # region, which stalls for milliseconds on a loaded machine even for a handful of values.
-    return -F.softplus(-x)
 
 
 def _positive(value, name: str) -> float:
@@ -158,19 +156,16 @@ class VariationalOrderingUnit(nn.Module):
 
     def keep_marginals(self) -> torch.Tensor:
         r""":math:`P(b \ge k) = \beta_1 \cdots \beta_k` for the orderable blocks, shape ``(D,)``."""
-        return torch.exp(torch.cumsum(_log_sigmoid(self.keep_logits), -1))
+        return log_keep_marginals(self.keep_logits).exp()
 
     def block_marginals(self) -> torch.Tensor:
         """Keep marginals of every block of the axis, ones for always-on blocks, ``(size,)``."""
         return full_block_mask(self.axis, self.keep_marginals())
 
     def keep_count_log_probs(self) -> torch.Tensor:
-        r""":math:`\log q_b`, :math:`b = 0..D`, shape ``(D+1,)``."""
-        log_keep = _log_sigmoid(self.keep_logits)
-        log_drop = _log_sigmoid(-self.keep_logits)
-        head = torch.cat([log_keep.new_zeros(1), torch.cumsum(log_keep, -1)])
-        tail = torch.cat([log_drop, log_drop.new_zeros(1)])
-        return head + tail
+        r""":math:`\log q_b`, :math:`b = 0..D`, shape ``(D+1,)``
+        (:func:`~bayes_nest.distributions.keep_count.keep_count_log_probs`)."""
+        return keep_count_log_probs(self.keep_logits)
 
     def keep_count_probs(self) -> torch.Tensor:
         """Posterior of the number of kept orderable blocks, shape ``(D+1,)``."""
@@ -186,10 +181,9 @@ class VariationalOrderingUnit(nn.Module):
         key = (float(keep_prob), dtype, device)
         cached = self._log_prior_cache.get(key)
         if cached is None:
-            counts = torch.arange(self.axis.orderable + 1, dtype=torch.float64)
-            cached = counts * math.log(keep_prob) + math.log1p(-keep_prob)
-            cached[-1] -= math.log1p(-keep_prob)
-            cached = cached.to(dtype=dtype, device=device)
+            prior = KeepCount.geometric(torch.tensor(float(keep_prob), dtype=torch.float64),
+                                        self.axis.orderable)  # fmt: skip
+            cached = prior.logits.to(dtype=dtype, device=device)
             self._log_prior_cache = {key: cached}
         return cached
 
@@ -211,7 +205,7 @@ class VariationalOrderingUnit(nn.Module):
             :math:`\mathrm{KL}(q(b) \,\|\, p(b))`, the closed form registered for a pair of
             Downhill distributions, i.e. what ``TraceMeanField_ELBO`` uses for the mask site.
 
-        One fused autograd node (:func:`~bayes_nest.infer.vou_ops.keep_terms`).
+        One fused autograd node (:func:`~bayes_nest.distributions.keep_count_ops.keep_terms`).
         """
         return keep_terms(self.keep_logits, self.log_prior_counts(keep_prob), self.axis.always_on)
 
@@ -220,7 +214,7 @@ class VariationalOrderingUnit(nn.Module):
 
         The same value, from the same random numbers, as ``self()`` padded with ones, i.e. a
         draw of :meth:`distribution`, without building the distribution; ``log_q`` comes from
-        :meth:`step_terms` (see :func:`~bayes_nest.infer.vou_ops.draw_mask`).
+        :meth:`step_terms` (see :func:`~bayes_nest.distributions.keep_count_ops.draw_mask`).
         """
         gumbel = gumbel_noise(log_q.shape[-1], dtype=log_q.dtype, device=log_q.device)
         return draw_mask(
@@ -232,10 +226,10 @@ class VariationalOrderingUnit(nn.Module):
         )
 
     def sample_keep_counts(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
-        """Hard keep counts (always-on blocks included) drawn from the posterior, int64."""
-        probs = self.keep_count_probs().detach()
-        b = torch.multinomial(probs, int(math.prod(sample_shape)) or 1, replacement=True)
-        return (b + self.axis.always_on).reshape(sample_shape)
+        """Hard keep counts (always-on blocks included) drawn from the posterior, int64, by the
+        keep-count sampler (:meth:`~bayes_nest.distributions.KeepCount.sample_keep_count`)."""
+        posterior = KeepCount(keep_logits=self.keep_logits.detach())
+        return posterior.sample_keep_count(sample_shape) + self.axis.always_on
 
     # ------------------------------------------------------------------ distributions
     def distribution(self) -> Distribution:

@@ -223,3 +223,35 @@ def test_trace_enum_elbo_marginalises_keep_count():
             shifted.append((q + log_lik).logsumexp(-1).sum())
         numeric[i] = (shifted[0] - shifted[1]) / (2 * step)
     assert_close(-grad, numeric, rtol=1e-5, atol=1e-7)
+
+
+def test_one_sampler_the_uniform_draw_of_fn3_is_the_tensor_sampler():
+    """count_for_uniform (FN3's per-step prior draw) is sample_keep_count's inverse CDF."""
+    law = KeepCount.geometric(torch.tensor(0.8, dtype=torch.float64), 6)
+    torch.manual_seed(0)
+    tensor_draws = law.sample_keep_count((2000,))
+    torch.manual_seed(0)
+    uniforms = torch.rand(2000, dtype=torch.float64).tolist()
+    assert [law.count_for_uniform(u) for u in uniforms] == tensor_draws.tolist()
+    assert law.count_for_uniform(0.0) == 0 and law.count_for_uniform(1.0 - 1e-16) == 6
+    with pytest.raises(ValueError, match="unbatched"):
+        KeepCount(keep_probs=torch.full((2, 3), 0.5)).count_for_uniform(0.5)
+
+
+def test_fn3_ordered_dropout_and_ordering_units_draw_from_the_keep_count_law():
+    from bayes_nest.infer import OrderedDropout, VariationalOrderingUnit
+    from bayes_nest.models import MLP
+    from bayes_nest.nn import axes
+
+    net = MLP(4, [8], 2, groups=4)
+    dropout = OrderedDropout(net, keep_prob=0.7, seed=3)
+    uniforms = torch.rand(500, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    law = KeepCount.geometric(torch.tensor(0.7, dtype=torch.float64), 3)
+    drawn = [dropout.sample()["hidden.0"] for _ in range(500)]
+    assert drawn == [1 + law.count_for_uniform(u) for u in uniforms.tolist()]
+    vou = VariationalOrderingUnit(axes(net)["hidden.0"], init_keep_prob=0.6)
+    torch.manual_seed(4)
+    counts = vou.sample_keep_counts((4000,)) - 1
+    q = vou.keep_count_probs().detach()
+    observed = torch.stack([(counts == b).double().mean() for b in range(4)])
+    assert (observed - q.double()).abs().max() < 4 * (0.25 / 4000) ** 0.5

@@ -1,4 +1,9 @@
-r"""Fused per-step operations of a variational ordering unit (keep terms and mask draws).
+r"""Fused per-step operations on the keep-count law (keep terms and mask draws).
+
+The values come from :mod:`bayes_nest.distributions.keep_count` (log probabilities, marginals,
+KL) and are those of :class:`~bayes_nest.distributions.Downhill`'s draw; what this module adds is
+hand-derived gradients, so a training step costs two autograd nodes per axis. Used by the
+variational ordering units and the BNNN's fast ELBO.
 
 A BNNN training step needs, for every axis, three functions of the keep logits
 :math:`\ell \in \mathbb R^D`: the keep-count log probabilities :math:`\log q` (for the mask
@@ -41,6 +46,12 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from bayes_nest.distributions.keep_count import (
+    keep_count_kl,
+    keep_count_log_probs,
+    log_keep_marginals,
+)
+
 __all__ = ["SIMPLEX_FLOOR", "draw_mask", "gumbel_noise", "keep_terms"]
 
 SIMPLEX_FLOOR = 4.0  # smallest simplex entry of a relaxed draw, in units of the dtype's eps
@@ -58,12 +69,10 @@ def _pad_ones(value: torch.Tensor, count: int) -> torch.Tensor:
 class _KeepTerms(torch.autograd.Function):
     @staticmethod
     def forward(ctx, keep_logits, log_prior, always_on):
-        log_keep = -F.softplus(-keep_logits)
-        log_marginals = log_keep.cumsum(-1)
-        log_q = F.pad(log_marginals, (1, 0)) + F.pad(log_keep - keep_logits, (0, 1))
-        marginals = log_marginals.exp()
+        log_q = keep_count_log_probs(keep_logits)
+        marginals = log_keep_marginals(keep_logits).exp()
         q = log_q.exp()
-        kl = (q * (log_q - log_prior)).sum(-1)
+        kl = keep_count_kl(log_q, log_prior)
         ctx.always_on = always_on
         ctx.save_for_backward(keep_logits, log_q, q, marginals, log_prior)
         return log_q, _pad_ones(marginals, always_on), kl

@@ -7,8 +7,8 @@ import torch
 from torch.distributions import kl_divergence
 
 from bayes_nest.distributions import Downhill, DownhillStraightThrough
+from bayes_nest.distributions.keep_count_ops import draw_mask, gumbel_noise, keep_terms
 from bayes_nest.infer.vou import VariationalOrderingUnit
-from bayes_nest.infer.vou_ops import draw_mask, gumbel_noise, keep_terms
 from bayes_nest.nn import Axis
 from bayes_nest.testing import argmax_margin, assert_close
 
