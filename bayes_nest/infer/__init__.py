@@ -1,8 +1,9 @@
 """Inference: FN3 training with ordered dropout, prediction and evaluation, checkpoints, and the
 Pyro mask sites shared with Bayesian nested networks."""
 
-from . import distributed, masks
+from . import distributed, likelihoods, masks
 from .bnnn import BNNN
+from .bnnn_elbo import NestedMeanFieldELBO
 from .bnnn_fit import BNNNHistory
 from .distributed_bnnn import fit_bnnn_distributed
 from .distributed_fn3 import DistributedFN3Trainer, fit_fn3_distributed
@@ -21,6 +22,7 @@ from .watchdog import NonFiniteError, Watchdog
 __all__ = [
     "BNNN",
     "BNNNHistory",
+    "NestedMeanFieldELBO",
     "ExponentialTemperature",
     "VariationalOrderingUnit",
     "Watchdog",
@@ -39,6 +41,7 @@ __all__ = [
     "fit_fn3",
     "fit_fn3_distributed",
     "keep_count_probs",
+    "likelihoods",
     "masks",
     "predict_probs",
 ]
