@@ -172,15 +172,16 @@ def test_kl_is_non_negative_zero_on_the_diagonal_and_matches_the_sum(data):
     scale = 1 + float(np.sum(np.exp(lp) * (np.abs(lp) + np.abs(lq))))
     assert abs(float(kl) - brute) <= _rtol(dtype, p_probs) * scale
     assert float(kl) >= -_rtol(dtype, p_probs) * scale
-    downhill_kl = kl_divergence(
-        Downhill(keep_probs=p_probs, temperature=tau), Downhill(keep_probs=q_probs, temperature=tau)
+    # The hard masks of the straight-through variant are a one-to-one image of the keep count:
+    # its registered KL is the keep-count KL (exact: the same function on the same tensors).
+    straight_kl = kl_divergence(
+        DownhillStraightThrough(keep_probs=p_probs, temperature=tau),
+        DownhillStraightThrough(keep_probs=q_probs, temperature=tau),
     )
-    assert float(downhill_kl) == float(kl)  # exact: the Downhill KL is the keep-count KL
-    same = Downhill(keep_probs=p_probs, temperature=tau)
-    assert (
-        float(kl_divergence(same, DownhillStraightThrough(keep_probs=p_probs, temperature=tau)))
-        == 0.0
-    )
+    assert float(straight_kl) == float(kl)
+    same = DownhillStraightThrough(keep_probs=p_probs, temperature=tau)
+    other_temperature = DownhillStraightThrough(keep_probs=p_probs, temperature=2 * tau)
+    assert float(kl_divergence(same, other_temperature)) == 0.0  # hard masks: no temperature
 
 
 @examples(30)
