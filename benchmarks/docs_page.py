@@ -39,6 +39,9 @@ HEADLINES = [
     ("export_speed", "min_speedup_efficiency", 0.7, ">="),
     ("cascade", "accuracy_gain_pp", 0.0, ">"),
     ("gpu_throughput", "nested_over_plain_throughput", 0.95, ">="),
+    ("gpu_throughput_cuda", "nested_over_plain_throughput", 0.95, ">="),
+    ("cuda_check", "amp_max_accuracy_drop_pp", 3.0, "<="),
+    ("cuda_check", "bnnn_accuracy", 0.85, ">="),
     ("segmentation", "ged_ratio_vs_prob_unet", 1.0, "<="),
     ("segmentation", "ged_ratio_vs_mc_dropout", 0.9, "<="),
     ("segmentation", "half_macs_ged_ratio", 1.1, "<="),
@@ -51,7 +54,7 @@ baseline side by side in one process and writes `benchmarks/results/<name>.json`
 generated from those files (`python benchmarks/docs_page.py`); the numbers are from the full mode
 of each script (`python benchmarks/<name>.py`; `--quick` runs a short version in under a minute).
 Timings are medians of repeats reported as ratios against the baseline measured in the same run,
-on the CPU machine named in each section; ratios move by about ±0.1 between runs on a shared
+on the machine named in each section (a CPU unless a GPU is named); ratios move by about ±0.1 between runs on a shared
 machine. Accuracy comparisons average several seeds (see each file's `config`). The papers'
 claims, with what each benchmark shows about them, are on [Claims](claims.md); a pre-registered
 benchmark (`benchmarks/protocols/`) reads "pending full run" here until a full run under its
@@ -121,11 +124,16 @@ def render() -> str:
             for k in ("processor", "cpu_count", "torch", "torch_threads")
             if k in machine
         )
+        device = data.get("summary", {}).get("device", "cpu")
+        if device != "cpu":
+            where = f"{device}, " + where
         lines += [
             "",
             f"## {name}",
             "",
-            f"`python benchmarks/{name}.py`" + (f" — {where}" if where else ""),
+            f"`python benchmarks/{data.get('name', name)}.py"
+            + (" --device cuda`" if name.endswith("_cuda") else "`")
+            + (f" — {where}" if where else ""),
         ]
         if name in docs_claims.PROTOCOLS and docs_claims.current(name, results) is None:
             lines += [
