@@ -220,8 +220,9 @@ def _fit(args: argparse.Namespace, launch: Launch, ctx: Any) -> None:
 
 def _prepare(args: argparse.Namespace, launch: Launch, ctx: Any) -> tuple:
     """Settings, output checks (rank 0), the data and the initial model (every rank)."""
+    from .infer.defaults import defaults_of
     from .outputs import check_output
-    from .pipeline import BNNN_DEFAULTS, FN3_DEFAULTS, load_model
+    from .pipeline import load_model
     from .workflow import load_data
 
     settings = opt.fit_settings(args)
@@ -229,7 +230,7 @@ def _prepare(args: argparse.Namespace, launch: Launch, ctx: Any) -> tuple:
     if launch.amp and method != "fn3":
         raise ValueError(f"--amp is offered for FN3 training only, not for --method {method}")
     world = 1 if ctx is None else ctx.world_size
-    defaults = FN3_DEFAULTS if method == "fn3" else BNNN_DEFAULTS
+    defaults = defaults_of(method)
     batch = train.get("batch_size") or defaults["batch_size"]
     if batch % world:
         raise ValueError(

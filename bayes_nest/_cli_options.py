@@ -39,12 +39,12 @@ FIT_OPTIONS: dict[str, tuple[Callable[[Any], Any], str, str]] = {
     "method": (
         choice("fn3", "bnnn"),
         "run",
-        "fn3 (ordered dropout) or bnnn (Bayesian); default fn3",
+        "fn3 (ordered dropout) or bnnn (Bayesian)",
     ),
     "model": (
         choice("mlp", "convnet", "resnet", "resnext", "vgg"),
         "run",
-        "architecture (default mlp)",
+        "architecture",
     ),
     "init_from": (str, "run", "start from the weights of this FN3 model file"),
     "hidden": (int_list, "model", "hidden widths, e.g. 128,128 (mlp; convnet: one width)"),
@@ -78,16 +78,75 @@ FIT_OPTIONS: dict[str, tuple[Callable[[Any], Any], str, str]] = {
     ),
     "init_keep_prob": (probability, "train", "initial posterior keep probability (bnnn)"),
     "predict_samples": (positive_int, "train", "posterior samples per prediction (bnnn)"),
-    "seed": (integer, "train", "random seed of training (default 0)"),
-    "split_seed": (integer, "data", "seed of the train/val/test split (default 0)"),
-    "val_fraction": (fraction, "data", "validation share of a file's examples (default 0.1)"),
-    "test_fraction": (fraction, "data", "test share of a file's examples (default 0.2)"),
+    "seed": (integer, "train", "random seed of training"),
+    "split_seed": (integer, "data", "seed of the train/val/test split"),
+    "val_fraction": (fraction, "data", "validation share of a file's examples"),
+    "test_fraction": (fraction, "data", "test share of a file's examples"),
     "label_column": (
         column,
         "data",
         "label column of a CSV file (index or name; default: the last column)",
     ),
 }
+
+_DATA_KEYS = {
+    "split_seed": "seed",
+    "val_fraction": "val_fraction",
+    "test_fraction": "test_fraction",
+}
+
+
+def option_default(name: str, method: str | None = None) -> Any:
+    """The value option ``name`` of ``fit`` takes when neither the command line nor a config
+    file gives it, read from the library (never a copy of its own).
+
+    Training options come from `bayes_nest.infer.defaults` for ``method`` (``None``: the
+    default method), split options from `bayes_nest.data.SPLIT_DEFAULTS`, ``--method`` from
+    `bayes_nest.infer.defaults.DEFAULT_METHOD` and ``--model`` from
+    `bayes_nest.pipeline.ModelSpec`. Model
+    options default to ``None``: the architecture's own keyword defaults apply.
+
+    Raises
+    ------
+    KeyError
+        For a name that is no option of ``fit``, or a training option ``method`` does not
+        take.
+    """
+    from .data import SPLIT_DEFAULTS
+    from .infer.defaults import DEFAULT_METHOD, defaults_of
+    from .pipeline import ModelSpec
+
+    if name not in FIT_OPTIONS:
+        raise KeyError(f"{name!r} is no option of fit")
+    if name == "method":
+        return DEFAULT_METHOD
+    if name == "model":
+        return ModelSpec.name
+    destination = FIT_OPTIONS[name][1]
+    if destination == "train":
+        table = defaults_of(method or option_default("method"))
+        if name not in table:
+            raise KeyError(f"option {name!r} does not apply to method {method!r}")
+        return table[name]
+    if name in _DATA_KEYS:
+        return SPLIT_DEFAULTS[_DATA_KEYS[name]]
+    return None  # data, init_from, label_column and the model options: none unless given
+
+
+def _default_text(name: str) -> str:
+    """`` (default ...)`` for the help of option ``name``, read from `option_default`."""
+    from .infer.defaults import METHOD_DEFAULTS
+
+    def shown(value: Any) -> str:
+        return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+    if FIT_OPTIONS[name][1] == "train":
+        found = {m: shown(t[name]) for m, t in METHOD_DEFAULTS.items() if name in t}
+        if len(set(found.values())) == 1:
+            return f" (default {next(iter(found.values()))})"
+        return " (default " + ", ".join(f"{m} {v}" for m, v in found.items()) + ")"
+    value = option_default(name)
+    return "" if value is None else f" (default {shown(value)})"
 
 
 def add_fit_options(p: argparse.ArgumentParser) -> None:
@@ -96,7 +155,8 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
         help="TOML, YAML or JSON file of options (keys as below; command-line options override it)",
     )
     for name, (kind, _, text) in FIT_OPTIONS.items():
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
+        help_text = text + _default_text(name)
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=help_text)
     p.add_argument(
         "--model-option",
         action="append",
@@ -195,7 +255,7 @@ def fit_settings(args: argparse.Namespace) -> dict[str, Any]:
     for key, value in values.items():
         if FIT_OPTIONS[key][1] == "model":
             model_options[key] = value
-    model = values.get("model", "mlp")
+    model = values.get("model", option_default("model"))
     if model == "convnet" and isinstance(model_options.get("hidden"), list):
         hidden = model_options["hidden"]
         if len(hidden) != 1:
@@ -204,14 +264,12 @@ def fit_settings(args: argparse.Namespace) -> dict[str, Any]:
     train = {k: v for k, v in values.items() if FIT_OPTIONS[k][1] == "train"}
     data = {k: v for k, v in values.items() if FIT_OPTIONS[k][1] == "data"}
     data = {
-        "seed": data.pop("split_seed", 0),
-        "val_fraction": 0.1,
-        "test_fraction": 0.2,
-        **data,
+        **{key: option_default(name) for name, key in _DATA_KEYS.items()},
+        **{_DATA_KEYS.get(k, k): v for k, v in data.items()},
     }
     return {
         "spec": ModelSpec(model, model_options),
-        "method": values.get("method", "fn3"),
+        "method": values.get("method", option_default("method")),
         "rest": (train, data),
         "data": values["data"],
         "init_from": values.get("init_from"),

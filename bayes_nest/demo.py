@@ -26,19 +26,23 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ._files import check_writable
-from .data import load_dataset
+from .data import SPLIT_DEFAULTS, load_dataset
 from .outputs import export_subnet
 from .pipeline import ModelSpec, fit
 from .report import format_table, write_report
 from .workflow import analyse
 
-__all__ = ["BUDGETS", "EXPORT_BUDGET", "MARKER", "SETTINGS", "run_demo"]
+__all__ = ["BUDGETS", "EXPORT_BUDGET", "MARKER", "RECIPE", "SETTINGS", "run_demo"]
 
 SETTINGS = {
     "full": {"hidden": [128, 128], "groups": 16, "fn3_epochs": 40, "bnnn_epochs": 100},
     "quick": {"hidden": [64, 64], "groups": 8, "fn3_epochs": 15, "bnnn_epochs": 30},
 }
 """Network and epochs of the full and the quick demo."""
+RECIPE = {"fn3": {"sandwich": "full"}, "bnnn": {"temperature": 0.5}}
+"""Training options of the demo that differ from the library's defaults
+(`bayes_nest.infer.defaults`): FN3 also trains the full network at every step (the sandwich
+rule) and the BNNN's Downhill relaxation runs at temperature 0.5; the rest are the defaults."""
 BUDGETS = ("10%", "25%", "50%", "100%")
 """MACs budgets, as shares of the full network's MACs."""
 EXPORT_BUDGET = "25%"
@@ -100,18 +104,18 @@ def run_demo(
     echo(f"[1/5] loading scikit-learn digits (offline); {mode} mode, seed {seed}")
     data = load_dataset("digits", seed=seed)
     spec = ModelSpec("mlp", {"hidden": cfg["hidden"], "groups": cfg["groups"]})
-    info = {"source": "digits", "seed": seed, "val_fraction": 0.1, "test_fraction": 0.2}
+    info = {"source": "digits", **SPLIT_DEFAULTS, "seed": seed}
     common = {"progress": progress, "data_info": info, "seed": seed}
     echo(
         f"[2/5] training FN3 (ordered dropout): MLP 64-{cfg['hidden']}-10, "
         f"{cfg['groups']} blocks per hidden layer, {cfg['fn3_epochs']} epochs"
     )
-    fn3 = fit(spec, data, "fn3", epochs=cfg["fn3_epochs"], **common)
+    fn3 = fit(spec, data, "fn3", epochs=cfg["fn3_epochs"], **RECIPE["fn3"], **common)
     echo(
         f"[3/5] training BNNN (Downhill posteriors over the block order, SVI), "
         f"{cfg['bnnn_epochs']} epochs"
     )
-    bnnn = fit(spec, data, "bnnn", epochs=cfg["bnnn_epochs"], **common)
+    bnnn = fit(spec, data, "bnnn", epochs=cfg["bnnn_epochs"], **RECIPE["bnnn"], **common)
     echo("[4/5] searching the accuracy/MACs front of each model (validation split)")
     analyses = [
         analyse(m, data, label=label, budgets=BUDGETS, progress=progress)

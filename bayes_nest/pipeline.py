@@ -35,6 +35,7 @@ from torch import nn
 from .data import DataBundle
 from .infer import predict_probs
 from .infer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .infer.defaults import DEFAULT_METHOD
 from .infer.distributed import DistContext
 from .models import MLP, VGG, ConvNet, ResNet, ResNeXt
 from .pipeline_train import (
@@ -296,7 +297,7 @@ def _plain(obj: Any) -> Any:
 def fit(
     spec: ModelSpec,
     bundle: DataBundle,
-    method: str = "fn3",
+    method: str = DEFAULT_METHOD,
     *,
     progress: bool = True,
     data_info: Mapping[str, Any] | None = None,

@@ -24,6 +24,7 @@ from torch import nn
 
 from .data import DataBundle
 from .infer import FN3Trainer
+from .infer.defaults import BNNN_DEFAULTS, FN3_DEFAULTS, defaults_of
 from .infer.distributed import DistContext, set_epoch, shard_loader
 
 __all__ = [
@@ -68,42 +69,23 @@ def cuda_absence() -> str:
     return "no CUDA GPU is visible on this machine"
 
 
-FN3_DEFAULTS = {
-    "epochs": 30,
-    "batch_size": 128,
-    "lr": 3e-3,
-    "weight_decay": 0.0,
-    "keep_prob": 0.9,
-    "distribution": "geometric",
-    "sandwich": "full",
-    "seed": 0,
-}
-BNNN_DEFAULTS = {
-    "epochs": 100,
-    "batch_size": 128,
-    "lr": 3e-3,
-    "keep_prob": 0.95,
-    "init_keep_prob": 0.95,
-    "temperature": 0.5,
-    "prior_scale": 1.0,
-    "kl_scale": 1.0,
-    "predict_samples": 16,
-    "seed": 0,
-}
-
-
 def training_options(method: str, given: Mapping[str, Any]) -> dict[str, Any]:
-    """The defaults of ``method`` updated by the ``given`` options that are not ``None``; a
-    :class:`ValueError` names an unknown option. (``None`` means "the default": FN3 training
-    without the sandwich rule is ``sandwich="none"``.)"""
-    defaults = FN3_DEFAULTS if method == "fn3" else BNNN_DEFAULTS
+    """The defaults of ``method`` (`bayes_nest.infer.defaults`, the one source the library, this
+    function and the command line share) updated by the ``given`` options that are not
+    ``None``; a :class:`ValueError` names an unknown option. (``None`` means "the default": FN3
+    training without the sandwich rule is ``sandwich="none"``, recorded as the library's
+    ``None``, so that a run that names it and one that leaves it out have the same options.)"""
+    defaults = defaults_of(method)
     unknown = sorted(set(given) - set(defaults))
     if unknown:
         raise ValueError(
             f"unknown training option {unknown[0]!r} for method {method!r}; "
             f"options: {sorted(defaults)}"
         )
-    return {**defaults, **{k: v for k, v in given.items() if v is not None}}
+    options = {**defaults, **{k: v for k, v in given.items() if v is not None}}
+    if options.get("sandwich") == "none":
+        options["sandwich"] = None
+    return options
 
 
 def training_device(device: Any, ctx: DistContext | None) -> torch.device:

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from ._files import require_file
-from .data import DATASETS, DataBundle, Split, corrupt, load_dataset, load_file
+from .data import DATASETS, SPLIT_DEFAULTS, DataBundle, Split, corrupt, load_dataset, load_file
 from .pipeline import TrainedModel
 
 __all__ = [
@@ -80,9 +80,9 @@ def load_data(
     source: str | os.PathLike,
     *,
     flat: bool = True,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
+    seed: int = SPLIT_DEFAULTS["seed"],
+    val_fraction: float = SPLIT_DEFAULTS["val_fraction"],
+    test_fraction: float = SPLIT_DEFAULTS["test_fraction"],
     standardize: str | None = "feature",
     label_column: int | str | None = None,
     num_classes: int | None = None,
@@ -158,7 +158,7 @@ def data_for(
     ValueError
         For inputs of another shape than the model's, labels it does not know, NaNs.
     """
-    stored = {"seed": 0, "val_fraction": 0.1, "test_fraction": 0.2, "label_column": None}
+    stored = {**SPLIT_DEFAULTS, "label_column": None}
     opts = {k: model.data.get(k, default) for k, default in stored.items()}
     if not os.fspath(source).lower().endswith(".csv"):
         opts["label_column"] = None  # the stored default of a model trained on a CSV file

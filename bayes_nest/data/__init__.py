@@ -15,7 +15,7 @@ files (:func:`load_segmentation_file`).
 """
 
 from .builtin import DATASETS, load_dataset
-from .bundle import DataBundle, Loaders, Split, from_arrays
+from .bundle import SPLIT_DEFAULTS, DataBundle, Loaders, Split, from_arrays
 from .files import load_file
 from .loading import as_loader, loaders
 from .ood import CORRUPTIONS, HeldOut, corrupt, held_out_classes
@@ -39,6 +39,7 @@ __all__ = [
     "Loaders",
     "RandomAnnotatorDataset",
     "SEGMENTATION_DATASETS",
+    "SPLIT_DEFAULTS",
     "SegmentationBundle",
     "SegmentationSplit",
     "Split",

@@ -8,6 +8,7 @@ import random
 import numpy as np
 
 from .bundle import (
+    SPLIT_DEFAULTS,
     DataBundle,
     from_arrays,
 )
@@ -49,10 +50,10 @@ def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
 def load_dataset(
     name: str,
     *,
-    seed: int = 0,
+    seed: int = SPLIT_DEFAULTS["seed"],
     flat: bool = True,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
+    val_fraction: float = SPLIT_DEFAULTS["val_fraction"],
+    test_fraction: float = SPLIT_DEFAULTS["test_fraction"],
     standardize: str | None = "feature",
 ) -> DataBundle:
     """Load a built-in dataset, offline.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -12,6 +13,12 @@ import torch
 from torch.utils.data import (
     DataLoader,
 )
+
+SPLIT_DEFAULTS = MappingProxyType({"seed": 0, "val_fraction": 0.1, "test_fraction": 0.2})
+"""The one source of the default train/validation/test split: the seed of the shuffle and the
+shares of the examples held out for validation and test (the rest trains). Every loader
+(`from_arrays`, `load_dataset`, `bayes_nest.workflow.load_data`) and the ``bayes-nest fit``
+options ``--split-seed``, ``--val-fraction`` and ``--test-fraction`` default to it."""
 
 _STANDARDIZE = ("feature", "global", None)
 _MIN_STD = 1e-8
@@ -285,9 +292,9 @@ def from_arrays(
     *,
     num_classes: int | None = None,
     name: str = "custom",
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
+    seed: int = SPLIT_DEFAULTS["seed"],
+    val_fraction: float = SPLIT_DEFAULTS["val_fraction"],
+    test_fraction: float = SPLIT_DEFAULTS["test_fraction"],
     stratify: bool = True,
     standardize: str | None = "feature",
     val: tuple[Any, Any] | None = None,

@@ -43,6 +43,7 @@ from .bnnn_model import (
     is_normal_prior,
     weight_sites,
 )
+from .defaults import BNNN_DEFAULTS
 from .vou import Temperature, VariationalOrderingUnit
 
 __all__ = ["BNNN", "BNNNGuide", "BNNNMaskGuide", "BNNNModel"]
@@ -112,14 +113,14 @@ class BNNN(nn.Module):
         *,
         likelihood: Any = None,
         weight_prior: dist.Distribution | None = None,
-        prior_keep_prob: float | Mapping[str, float] = 0.95,
-        init_keep_prob: float = 0.95,
-        temperature: Temperature = 1.0,
+        prior_keep_prob: float | Mapping[str, float] = BNNN_DEFAULTS["keep_prob"],
+        init_keep_prob: float = BNNN_DEFAULTS["init_keep_prob"],
+        temperature: Temperature = BNNN_DEFAULTS["temperature"],
         straight_through: bool = True,
-        prior_scale: float | str = 1.0,
+        prior_scale: float | str = BNNN_DEFAULTS["prior_scale"],
         prior_loc: float = 0.0,
         init_scale: float = 1e-2,
-        kl_scale: float = 1.0,
+        kl_scale: float = BNNN_DEFAULTS["kl_scale"],
         name: str = "bnnn",
     ) -> None:
         super().__init__()
@@ -310,7 +311,7 @@ class BNNN(nn.Module):
         x: torch.Tensor,
         *,
         config: Mapping[str, int] | None = None,
-        num_samples: int = 8,
+        num_samples: int = BNNN_DEFAULTS["predict_samples"],
         scale_by_keep_marginals: bool = False,
         sample_weights: bool = True,
         batch_size: int = 1024,
@@ -350,7 +351,7 @@ class BNNN(nn.Module):
         optimizer: Any = None,
         loss: str = "mean_field",
         num_particles: int = 1,
-        batch_size: int = 128,
+        batch_size: int = BNNN_DEFAULTS["batch_size"],
         val: Any = None,
         val_samples: int = 4,
         progress: bool = True,

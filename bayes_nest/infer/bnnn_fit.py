@@ -35,6 +35,7 @@ from ..data import as_loader
 from . import likelihoods
 from .bnnn_elbo import NestedMeanFieldELBO
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .defaults import BNNN_DEFAULTS
 from .fn3_setup import _generators
 from .watchdog import NonFiniteError, Watchdog, restore_rng, snapshot_rng
 
@@ -86,7 +87,7 @@ class BNNNHistory:
 
 def _make_optimizer(optimizer: Any, params) -> torch.optim.Optimizer:
     if optimizer is None:
-        optimizer = pyro.optim.Adam({"lr": 1e-3})
+        optimizer = pyro.optim.Adam({"lr": BNNN_DEFAULTS["lr"]})
     if isinstance(optimizer, pyro.optim.PyroOptim):
         args = optimizer.pt_optim_args
         if callable(args):
@@ -107,9 +108,10 @@ def _make_optimizer(optimizer: Any, params) -> torch.optim.Optimizer:
 
 def make_pyro_optim(optimizer: Any) -> pyro.optim.PyroOptim:
     """``optimizer`` as a Pyro optimizer: a ``PyroOptim`` as is (default
-    ``pyro.optim.Adam({"lr": 1e-3})``), a factory ``params -> torch optimizer`` wrapped."""
+    ``pyro.optim.Adam({"lr": BNNN_DEFAULTS["lr"]})``), a factory ``params -> torch optimizer``
+    wrapped."""
     if optimizer is None:
-        return pyro.optim.Adam({"lr": 1e-3})
+        return pyro.optim.Adam({"lr": BNNN_DEFAULTS["lr"]})
     if isinstance(optimizer, pyro.optim.PyroOptim):
         return optimizer
     if callable(optimizer) and not isinstance(optimizer, torch.optim.Optimizer):
@@ -261,7 +263,7 @@ def fit(
     optimizer: Any = None,
     loss: Any = None,
     num_particles: int = 1,
-    batch_size: int = 128,
+    batch_size: int = BNNN_DEFAULTS["batch_size"],
     val: Any = None,
     val_samples: int = 4,
     progress: bool = True,
@@ -279,7 +281,7 @@ def fit(
     epochs : int
         Total number of epochs (a resumed run continues up to this number).
     optimizer : pyro.optim.PyroOptim or callable, optional
-        Default ``pyro.optim.Adam({"lr": 1e-3})``; LR schedulers (``pyro.optim.ExponentialLR``,
+        Default ``pyro.optim.Adam({"lr": BNNN_DEFAULTS["lr"]})`` (3e-3); LR schedulers (``pyro.optim.ExponentialLR``,
         ...) are stepped once per epoch; a factory ``params -> torch optimizer`` is wrapped in a
         ``PyroOptim``. Kept on the BNNN, so a second ``fit`` call continues with its state.
     loss : pyro.infer.ELBO or {"mean_field", "trace"}, optional

@@ -19,6 +19,7 @@ from ..nn.bayesian import deterministic_weights, pinned_weights
 from ..subnet.config import validate_config
 from . import likelihoods
 from .bnnn_kl import bayesian_layers
+from .defaults import BNNN_DEFAULTS
 
 __all__ = ["posterior_samples", "predict", "predictive_mean"]
 
@@ -59,7 +60,7 @@ def predict(
     x: torch.Tensor,
     *,
     config: Mapping[str, int] | None = None,
-    num_samples: int = 8,
+    num_samples: int = BNNN_DEFAULTS["predict_samples"],
     scale_by_keep_marginals: bool = False,
     sample_weights: bool = True,
     batch_size: int = 1024,

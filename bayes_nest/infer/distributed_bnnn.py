@@ -50,6 +50,7 @@ from .bnnn_fit import (
     _settings_payload,
 )
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint
+from .defaults import BNNN_DEFAULTS
 from .distributed import (
     DistContext,
     SharedStream,
@@ -107,7 +108,7 @@ def fit_bnnn_distributed(
     optimizer: Any = None,
     loss: str = "mean_field",
     num_particles: int = 1,
-    batch_size: int = 128,
+    batch_size: int = BNNN_DEFAULTS["batch_size"],
     val: Any = None,
     val_samples: int = 4,
     progress: bool = True,

@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .defaults import FN3_DEFAULTS
 from .distributed import (
     DistContext,
     agreed_seed,
@@ -121,11 +122,11 @@ class DistributedFN3Trainer(FN3Trainer):
         optimizer: Any = None,
         scheduler: Any = None,
         scheduler_interval: str = "epoch",
-        keep_prob: float | Mapping[str, float] = 0.9,
-        distribution: str | Mapping[str, str] = "geometric",
-        sandwich: str | None = None,
+        keep_prob: float | Mapping[str, float] = FN3_DEFAULTS["keep_prob"],
+        distribution: str | Mapping[str, str] = FN3_DEFAULTS["distribution"],
+        sandwich: str | None = FN3_DEFAULTS["sandwich"],
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-        batch_size: int = 128,
+        batch_size: int = FN3_DEFAULTS["batch_size"],
         device: torch.device | str | None = None,
         seed: int | None = None,
         progress: bool = True,

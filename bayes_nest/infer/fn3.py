@@ -37,6 +37,7 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from .defaults import FN3_DEFAULTS
 from .evaluate import _module_device, evaluate
 from .fn3_history import History, NonFiniteLossError
 from .fn3_setup import _generators, _make_optimizer, _make_scheduler
@@ -57,7 +58,8 @@ class FN3Trainer:
         Nested network returning logits (or whatever ``loss_fn`` takes).
     optimizer : Optimizer or callable, optional
         An optimizer over ``module``'s parameters, or a factory ``params -> Optimizer`` (e.g.
-        ``functools.partial(torch.optim.SGD, lr=0.1)``). Default: Adam with learning rate 1e-3.
+        ``functools.partial(torch.optim.SGD, lr=0.1)``). Default: Adam with learning rate
+        ``FN3_DEFAULTS["lr"]`` (3e-3, `bayes_nest.infer.defaults`).
     scheduler : LR scheduler or callable, optional
         A scheduler of that optimizer or a factory ``optimizer -> scheduler``, stepped every
         epoch (``scheduler_interval="epoch"``, ``ReduceLROnPlateau`` gets the validation loss,
@@ -102,13 +104,13 @@ class FN3Trainer:
         optimizer: Any = None,
         scheduler: Any = None,
         scheduler_interval: str = "epoch",
-        keep_prob: float | Mapping[str, float] = 0.9,
-        distribution: str | Mapping[str, str] = "geometric",
-        sandwich: str | None = None,
+        keep_prob: float | Mapping[str, float] = FN3_DEFAULTS["keep_prob"],
+        distribution: str | Mapping[str, str] = FN3_DEFAULTS["distribution"],
+        sandwich: str | None = FN3_DEFAULTS["sandwich"],
         coupling: str | None = None,
         distill: bool = False,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-        batch_size: int = 128,
+        batch_size: int = FN3_DEFAULTS["batch_size"],
         device: torch.device | str | None = None,
         seed: int | None = None,
         progress: bool = True,
@@ -373,14 +375,14 @@ def fit_fn3(
     optimizer: Any = None,
     scheduler: Any = None,
     scheduler_interval: str = "epoch",
-    keep_prob: float | Mapping[str, float] = 0.9,
-    distribution: str | Mapping[str, str] = "geometric",
-    sandwich: str | None = None,
+    keep_prob: float | Mapping[str, float] = FN3_DEFAULTS["keep_prob"],
+    distribution: str | Mapping[str, str] = FN3_DEFAULTS["distribution"],
+    sandwich: str | None = FN3_DEFAULTS["sandwich"],
     coupling: str | None = None,
     distill: bool = False,
     val: Any = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-    batch_size: int = 128,
+    batch_size: int = FN3_DEFAULTS["batch_size"],
     device: torch.device | str | None = None,
     seed: int | None = None,
     progress: bool = True,

@@ -8,10 +8,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .defaults import FN3_DEFAULTS
+
 
 def _make_optimizer(optimizer: Any, module: nn.Module) -> torch.optim.Optimizer:
     if optimizer is None:
-        return torch.optim.Adam(module.parameters(), lr=1e-3)
+        return torch.optim.Adam(module.parameters(), lr=FN3_DEFAULTS["lr"])
     if isinstance(optimizer, torch.optim.Optimizer):
         return optimizer
     if callable(optimizer):

@@ -31,6 +31,7 @@ from torch import nn
 
 from ..distributions import KeepCount
 from ..nn.axis import AXIS_KINDS, Axis, axes, axis_owners
+from .defaults import FN3_DEFAULTS
 
 __all__ = [
     "COUPLING",
@@ -183,10 +184,10 @@ class OrderedDropout:
     def __init__(
         self,
         module: nn.Module,
-        keep_prob: float | Mapping[str, float] = 0.9,
-        distribution: str | Mapping[str, str] = "geometric",
+        keep_prob: float | Mapping[str, float] = FN3_DEFAULTS["keep_prob"],
+        distribution: str | Mapping[str, str] = FN3_DEFAULTS["distribution"],
         *,
-        sandwich: str | None = None,
+        sandwich: str | None = FN3_DEFAULTS["sandwich"],
         coupling: str | None = None,
         seed: int | None = None,
         temperature: float = 0.5,

@@ -41,6 +41,7 @@ from ..distributions.keep_count import (
 )
 from ..distributions.keep_count_ops import draw_mask, gumbel_noise, keep_terms
 from ..nn.axis import Axis, full_block_mask
+from .defaults import BNNN_DEFAULTS
 from .masks import mask_prior
 
 __all__ = ["ExponentialTemperature", "VariationalOrderingUnit", "resolve_temperature"]
@@ -120,8 +121,8 @@ class VariationalOrderingUnit(nn.Module):
         self,
         axis: Axis,
         *,
-        init_keep_prob: float = 0.95,
-        temperature: Temperature = 1.0,
+        init_keep_prob: float = BNNN_DEFAULTS["init_keep_prob"],
+        temperature: Temperature = BNNN_DEFAULTS["temperature"],
         straight_through: bool = True,
     ) -> None:
         super().__init__()

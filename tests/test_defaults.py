@@ -1,0 +1,284 @@
+"""One source for every default: the library's (`bayes_nest.infer.defaults`,
+`bayes_nest.data.SPLIT_DEFAULTS`).
+
+Every option of ``bayes-nest fit`` is compared, for both methods and for the command line and a
+config file, with the default of the library code that consumes it (read from that code's
+signature, or observed: Adam's first step moves every parameter by its learning rate). An
+option added to the command without an entry in `LIBRARY_SOURCES` fails here.
+"""
+
+import inspect
+
+import pytest
+import torch
+
+from bayes_nest import _cli_options as opt
+from bayes_nest import pipeline, pipeline_train, workflow
+from bayes_nest.cli import build_parser
+from bayes_nest.data import SPLIT_DEFAULTS, from_arrays, load_dataset
+from bayes_nest.infer import FN3Trainer, fit_fn3
+from bayes_nest.infer.bnnn import BNNN
+from bayes_nest.infer.bnnn_fit import fit as bnnn_fit
+from bayes_nest.infer.bnnn_predict import predict as bnnn_predict
+from bayes_nest.infer.defaults import (
+    BNNN_DEFAULTS,
+    DEFAULT_METHOD,
+    FN3_DEFAULTS,
+    METHOD_DEFAULTS,
+    defaults_of,
+)
+from bayes_nest.infer.distributed_bnnn import fit_bnnn_distributed
+from bayes_nest.infer.distributed_fn3 import DistributedFN3Trainer
+from bayes_nest.infer.ordered_dropout import OrderedDropout
+from bayes_nest.infer.vou import VariationalOrderingUnit
+from bayes_nest.models import MLP
+from bayes_nest.testing import assert_close
+
+METHODS = tuple(METHOD_DEFAULTS)
+
+
+def default(fn, name):
+    """The default of parameter ``name`` in ``fn``'s signature."""
+    value = inspect.signature(fn).parameters[name].default
+    assert value is not inspect.Parameter.empty, f"{fn.__qualname__}({name}) has no default"
+    return value
+
+
+def tiny_data(n=16, d=6, k=3):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, d, generator=g), torch.arange(n) % k
+
+
+def first_adam_step(train_once, params_of):
+    """The largest parameter change of one optimizer step: Adam's first step moves every
+    parameter with a non-zero gradient by ``lr * |g| / (|g| + eps)``, i.e. by ``lr``."""
+    torch.manual_seed(0)
+    net = MLP(6, [8], 3, groups=4)
+    owner = train_once(net)
+    before = [p.detach().clone() for p in params_of(owner, net)]
+    owner.step()
+    after = [p.detach() for p in params_of(owner, net)]
+    return max(float((a - b).abs().max()) for a, b in zip(after, before, strict=True))
+
+
+def fn3_default_lr(_method):
+    x, y = tiny_data()
+
+    class Once:
+        def __init__(self, net):
+            self.net = net
+
+        def step(self):
+            fit_fn3(self.net, (x, y), epochs=1, batch_size=len(y), seed=0, progress=False)
+
+    return first_adam_step(Once, lambda owner, net: list(net.parameters()))
+
+
+def bnnn_default_lr(_method):
+    x, y = tiny_data()
+
+    class Once:
+        def __init__(self, net):
+            self.bnnn = BNNN(net)
+
+        def step(self):
+            self.bnnn.fit((x, y), epochs=1, batch_size=len(y), seed=0, progress=False)
+
+    def params(owner, net):
+        return [p for p in owner.bnnn.parameters() if p.requires_grad]
+
+    return first_adam_step(Once, params)
+
+
+def fn3_default_weight_decay(_method):
+    trainer = FN3Trainer(MLP(6, [8], 3, groups=4), progress=False)
+    return trainer.optimizer.param_groups[0]["weight_decay"]
+
+
+def by_method(**sources):
+    """A source per method; a method without one does not take the option."""
+    return lambda method: sources[method](method) if method in sources else NotImplemented
+
+
+def table(name):
+    """The defaults table itself (options whose library functions take no default: the
+    number of epochs, and the seed of an application run, where the library draws from
+    torch's global generator)."""
+    return lambda method: defaults_of(method)[name]
+
+
+def sig(fn, name):
+    return lambda method: default(fn, name)
+
+
+LIBRARY_SOURCES = {
+    "data": lambda method: None,
+    "method": lambda method: default(pipeline.fit, "method"),
+    "model": lambda method: pipeline.ModelSpec().name,
+    "init_from": lambda method: default(pipeline.fit, "init"),
+    **{
+        name: lambda method: "model class default"
+        for name in ("hidden", "channels", "widths", "depths", "groups", "always_on", "bits")
+    },
+    "epochs": table("epochs"),
+    "batch_size": by_method(fn3=sig(FN3Trainer, "batch_size"), bnnn=sig(bnnn_fit, "batch_size")),
+    "lr": by_method(fn3=fn3_default_lr, bnnn=bnnn_default_lr),
+    "weight_decay": by_method(fn3=fn3_default_weight_decay),
+    "keep_prob": by_method(fn3=sig(FN3Trainer, "keep_prob"), bnnn=sig(BNNN, "prior_keep_prob")),
+    "distribution": by_method(fn3=sig(FN3Trainer, "distribution")),
+    "sandwich": by_method(fn3=sig(FN3Trainer, "sandwich")),
+    "temperature": by_method(bnnn=sig(BNNN, "temperature")),
+    "prior_scale": by_method(bnnn=sig(BNNN, "prior_scale")),
+    "kl_scale": by_method(bnnn=sig(BNNN, "kl_scale")),
+    "init_keep_prob": by_method(bnnn=sig(BNNN, "init_keep_prob")),
+    "predict_samples": by_method(bnnn=sig(BNNN.predict, "num_samples")),
+    "seed": table("seed"),
+    "split_seed": lambda method: default(workflow.load_data, "seed"),
+    "val_fraction": lambda method: default(workflow.load_data, "val_fraction"),
+    "test_fraction": lambda method: default(workflow.load_data, "test_fraction"),
+    "label_column": lambda method: default(workflow.load_data, "label_column"),
+}
+
+
+def effective(settings, name, method):
+    """What ``fit`` gets for option ``name`` from `fit_settings`'s result."""
+    destination = opt.FIT_OPTIONS[name][1]
+    train, data = settings["rest"]
+    if destination == "train":
+        options = pipeline_train.training_options(method, train)
+        return options.get(name, NotImplemented)
+    if destination == "data":
+        return data.get("seed" if name == "split_seed" else name)
+    if destination == "model":
+        return settings["spec"].options.get(name, "model class default")
+    return {"data": None, "method": settings["method"], "model": settings["spec"].name}.get(
+        name, settings.get(name)
+    )
+
+
+def settings_from(source, method, tmp_path):
+    """`fit_settings` of a run that names only the data and ``method`` (``None``: not even
+    the method)."""
+    if source == "command line":
+        argv = ["fit", "--data", "digits", "--out", "m.ckpt"]
+        argv += [] if method is None else ["--method", method]
+        return opt.fit_settings(build_parser().parse_args(argv))
+    config = tmp_path / "fit.toml"
+    chosen = "" if method is None else f'method = "{method}"\n'
+    config.write_text(f'data = "digits"\n{chosen}')
+    args = build_parser().parse_args(["fit", "--config", str(config), "--out", "m.ckpt"])
+    return opt.fit_settings(args)
+
+
+@pytest.mark.parametrize("source", ["command line", "config file"])
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("name", sorted(opt.FIT_OPTIONS))
+def test_every_fit_option_defaults_to_the_library(name, method, source, tmp_path):
+    assert name in LIBRARY_SOURCES, (
+        f"option {name!r} of 'bayes-nest fit' has no library source: give it a default in "
+        "bayes_nest.infer.defaults (or the library function it feeds) and list it here"
+    )
+    # the method's own default is seen when no method is named; the others when each is
+    settings = settings_from(source, None if name == "method" else method, tmp_path)
+    if name == "data":  # required: the file names it
+        assert settings["data"] == "digits"
+        return
+    library = LIBRARY_SOURCES[name](method)
+    got = effective(settings, name, method)
+    if name == "lr":  # observed: one Adam step in float32, lr * |g| / (|g| + 1e-8)
+        assert_close(library, got, rtol=1e-3, atol=0.0)
+    else:
+        assert got == library
+    if opt.FIT_OPTIONS[name][1] == "train" and got is not NotImplemented:
+        assert got == opt.option_default(name, method)
+
+
+@pytest.mark.parametrize(
+    ("fn", "parameter", "key", "table_"),
+    [
+        (FN3Trainer, "keep_prob", "keep_prob", FN3_DEFAULTS),
+        (FN3Trainer, "distribution", "distribution", FN3_DEFAULTS),
+        (FN3Trainer, "sandwich", "sandwich", FN3_DEFAULTS),
+        (FN3Trainer, "batch_size", "batch_size", FN3_DEFAULTS),
+        (fit_fn3, "keep_prob", "keep_prob", FN3_DEFAULTS),
+        (fit_fn3, "distribution", "distribution", FN3_DEFAULTS),
+        (fit_fn3, "sandwich", "sandwich", FN3_DEFAULTS),
+        (fit_fn3, "batch_size", "batch_size", FN3_DEFAULTS),
+        (DistributedFN3Trainer, "keep_prob", "keep_prob", FN3_DEFAULTS),
+        (DistributedFN3Trainer, "sandwich", "sandwich", FN3_DEFAULTS),
+        (DistributedFN3Trainer, "batch_size", "batch_size", FN3_DEFAULTS),
+        (OrderedDropout, "keep_prob", "keep_prob", FN3_DEFAULTS),
+        (OrderedDropout, "distribution", "distribution", FN3_DEFAULTS),
+        (OrderedDropout, "sandwich", "sandwich", FN3_DEFAULTS),
+        (BNNN, "prior_keep_prob", "keep_prob", BNNN_DEFAULTS),
+        (BNNN, "init_keep_prob", "init_keep_prob", BNNN_DEFAULTS),
+        (BNNN, "temperature", "temperature", BNNN_DEFAULTS),
+        (BNNN, "prior_scale", "prior_scale", BNNN_DEFAULTS),
+        (BNNN, "kl_scale", "kl_scale", BNNN_DEFAULTS),
+        (BNNN.fit, "batch_size", "batch_size", BNNN_DEFAULTS),
+        (BNNN.predict, "num_samples", "predict_samples", BNNN_DEFAULTS),
+        (bnnn_fit, "batch_size", "batch_size", BNNN_DEFAULTS),
+        (bnnn_predict, "num_samples", "predict_samples", BNNN_DEFAULTS),
+        (fit_bnnn_distributed, "batch_size", "batch_size", BNNN_DEFAULTS),
+        (VariationalOrderingUnit, "init_keep_prob", "init_keep_prob", BNNN_DEFAULTS),
+        (VariationalOrderingUnit, "temperature", "temperature", BNNN_DEFAULTS),
+    ],
+    ids=lambda v: getattr(v, "__qualname__", None) if callable(v) else None,
+)
+def test_every_library_entry_point_takes_the_same_default(fn, parameter, key, table_):
+    assert default(fn, parameter) == table_[key]
+
+
+@pytest.mark.parametrize("fn", [from_arrays, load_dataset, workflow.load_data])
+@pytest.mark.parametrize("name", sorted(SPLIT_DEFAULTS))
+def test_every_loader_takes_the_same_split_defaults(fn, name):
+    assert default(fn, name) == SPLIT_DEFAULTS[name]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_training_options_are_the_tables_when_nothing_is_given(method):
+    assert pipeline_train.training_options(method, {}) == dict(defaults_of(method))
+    assert pipeline_train.training_options(method, {"lr": None}) == dict(defaults_of(method))
+
+
+def test_the_pipeline_names_are_the_library_tables():
+    assert pipeline.FN3_DEFAULTS is FN3_DEFAULTS and pipeline.BNNN_DEFAULTS is BNNN_DEFAULTS
+    assert default(pipeline.fit, "method") == DEFAULT_METHOD == opt.option_default("method")
+
+
+@pytest.mark.parametrize("mapping", [FN3_DEFAULTS, BNNN_DEFAULTS, SPLIT_DEFAULTS])
+def test_the_tables_are_read_only(mapping):
+    with pytest.raises(TypeError):
+        mapping["lr"] = 1.0
+
+
+def test_unknown_method_is_named():
+    with pytest.raises(ValueError, match="'sgd'"):
+        defaults_of("sgd")
+    with pytest.raises(KeyError, match="temperature"):
+        opt.option_default("temperature", "fn3")
+
+
+def test_help_shows_the_library_defaults(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["fit", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"learning rate (Adam) (default {FN3_DEFAULTS['lr']:g})" in text
+    keep = f"(default fn3 {FN3_DEFAULTS['keep_prob']:g}, bnnn {BNNN_DEFAULTS['keep_prob']:g})"
+    assert keep in text
+    assert f"seed of the train/val/test split (default {SPLIT_DEFAULTS['seed']})" in text
+
+
+def test_explicit_options_override_the_defaults(tmp_path):
+    args = build_parser().parse_args(
+        ["fit", "--data", "digits", "--out", "m.ckpt", "--lr", "0.01", "--val-fraction", "0.3"]
+    )
+    settings = opt.fit_settings(args)
+    train, data = settings["rest"]
+    assert pipeline_train.training_options("fn3", train)["lr"] == 0.01
+    assert data == {**SPLIT_DEFAULTS, "val_fraction": 0.3}
+
+
+def test_sandwich_none_named_or_left_out_gives_the_same_options():
+    named = pipeline_train.training_options("fn3", {"sandwich": "none"})
+    assert named == pipeline_train.training_options("fn3", {}) and named["sandwich"] is None
