@@ -27,6 +27,7 @@ from ._cli_types import (  # noqa: F401  (re-exported: opt.<type> in the command
     probability,
     subnet,
     training_number,
+    unit_interval,
 )
 from ._files import require_file
 
@@ -325,18 +326,28 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
         choices=("macs", "params", "weight_bits", "bitops"),
         help="cost metric (default macs)",
     )
+    from .search.objectives import DEPRECATED_SCORES, SCORE_DEFAULTS, SCORES
+
     p.add_argument(
         "--score",
-        default="accuracy",
-        choices=("accuracy", "nll", "ece-penalised"),
-        help="score to maximise (default accuracy; nll is negated; ece-penalised is "
-        "accuracy - weight * ECE)",
+        default=SCORES[0],
+        choices=(*SCORES, *DEPRECATED_SCORES),
+        metavar="SCORE",
+        help=f"score to maximise: {', '.join(SCORES)} (default {SCORES[0]}; neg_nll is "
+        "-NLL; ece_penalized is accuracy - w * ECE; ece_capped is the accuracy while the ECE "
+        "is at most --max-ece, else -ECE)",
     )
     p.add_argument(
         "--ece-weight",
         type=nonneg_float,
-        default=1.0,
-        help="weight of the ECE in the ece-penalised score (default 1)",
+        default=SCORE_DEFAULTS["ece_weight"],
+        help=f"weight w of the ECE in ece_penalized (default {SCORE_DEFAULTS['ece_weight']:g})",
+    )
+    p.add_argument(
+        "--max-ece",
+        type=unit_interval,
+        default=SCORE_DEFAULTS["max_ece"],
+        help=f"ECE ceiling of ece_capped (default {SCORE_DEFAULTS['max_ece']:g})",
     )
     p.add_argument("--samples", type=positive_int, help="posterior samples (BNNN)")
 

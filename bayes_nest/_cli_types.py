@@ -29,6 +29,7 @@ __all__ = [
     "probability",
     "subnet",
     "training_number",
+    "unit_interval",
 ]
 
 
@@ -100,6 +101,11 @@ def training_number(kind: Callable[[Any], float]) -> Callable[[Any], float]:
 def probability(value: Any) -> float:
     x = number(value)
     return x if 0 < x < 1 else _fail(f"expected a probability in (0, 1), got {value!r}")
+
+
+def unit_interval(value: Any) -> float:
+    x = number(value)
+    return x if 0 <= x <= 1 else _fail(f"expected a number in [0, 1], got {value!r}")
 
 
 def fraction(value: Any) -> float:

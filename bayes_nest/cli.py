@@ -251,8 +251,10 @@ def _demo(args: argparse.Namespace) -> None:
 def _search(args: argparse.Namespace) -> None:
     from .outputs import check_output, write_atomic
     from .pipeline import load_model
+    from .search.objectives import score_name
     from .workflow import data_for, search_front
 
+    score = score_name(args.score)  # a deprecated spelling warns here, once
     check_output(args.out, args.force, [args.checkpoint, args.data])
     model = load_model(args.checkpoint)
     data = data_for(model, args.data, whole=args.split == "all", **opt.data_kwargs(args))
@@ -261,8 +263,9 @@ def _search(args: argparse.Namespace) -> None:
         model,
         split,
         cost=args.cost,
-        score=args.score,
+        score=score,
         ece_weight=args.ece_weight,
+        max_ece=args.max_ece,
         num_samples=args.samples,
         progress=not args.no_progress,
         calibration=None if args.split == "all" else data.train,
@@ -276,7 +279,7 @@ def _search(args: argparse.Namespace) -> None:
         f"{len(front.points)} sub-networks scored ({front.evaluations} evaluations); "
         f"{len(pareto.points)} on the Pareto front; saved to {args.out}"
     )
-    print(format_front(pareto, model, args.cost, args.score))
+    print(format_front(pareto, model, args.cost, score))
 
 
 def format_front(front: Any, model: Any, cost: str, score: str) -> str:
@@ -293,8 +296,10 @@ def _report(args: argparse.Namespace) -> None:
     from ._files import check_not_input, check_writable
     from .pipeline import load_model
     from .report import write_report
+    from .search.objectives import score_name
     from .workflow import analyse, data_for
 
+    score = score_name(args.score)  # a deprecated spelling warns here, once
     check_not_input(args.out, [*args.checkpoints, args.data])
     if os.path.lexists(args.out) and not args.force:
         raise FileExistsError(f"output {args.out!r} exists; pass --force to replace it")
@@ -313,8 +318,9 @@ def _report(args: argparse.Namespace) -> None:
             budgets=budgets,
             skip_infeasible=args.budgets is None,
             cost=args.cost,
-            score=args.score,
+            score=score,
             ece_weight=args.ece_weight,
+            max_ece=args.max_ece,
             num_samples=args.samples,
             progress=not args.no_progress,
         )

@@ -22,6 +22,7 @@ from torch import nn
 
 from ._files import temporary_folder
 from .nn import axes
+from .search.objectives import SCORE_LABELS
 
 __all__ = [
     "Analysis",
@@ -29,6 +30,7 @@ __all__ = [
     "format_table",
     "keep_count_interval",
     "markdown_table",
+    "score_label",
     "write_report",
 ]
 
@@ -44,6 +46,12 @@ COLUMNS = (
     ("ood_auroc", "OOD AUROC", "{:.4f}"),
 )
 """Known columns: key in a row, header, format."""
+
+
+def score_label(score: str) -> str:
+    """How tables and figures label score ``score`` (a name of
+    `bayes_nest.search.objectives.SCORES`; other text is shown as it is)."""
+    return SCORE_LABELS.get(score, score)
 
 
 def config_summary(module: nn.Module, config: Mapping[str, int] | None) -> str:
@@ -171,7 +179,9 @@ def pareto_figure(analyses: Sequence[Analysis]):
     first = analyses[0]
     xlabel = {"macs": "MACs", "params": "parameters", "weight_bits": "weight bits"}
     fig = plots.pareto_front(
-        fronts, xlabel=xlabel.get(first.cost, first.cost), ylabel=f"{first.score} (validation)"
+        fronts,
+        xlabel=xlabel.get(first.cost, first.cost),
+        ylabel=f"{score_label(first.score)} (validation)",
     )
     ax = fig.axes[0]
     for i, a in enumerate(analyses):
@@ -297,7 +307,7 @@ def render_markdown(
     lines = [f"# {title}", ""]
     lines += [
         f"Data: **{data_name}**. Fronts searched on the validation split (score: "
-        f"{first.score}, cost: {first.cost}); every number in the tables is measured on the "
+        f"{score_label(first.score)}, cost: {first.cost}); every number in the tables is measured on the "
         "test split. OOD AUROC separates test inputs from the same inputs replaced by noise "
         "(predictive entropy as the score).",
         "",

@@ -37,6 +37,7 @@ from . import metrics
 from ._files import require_file
 from .data import DATASETS, SPLIT_DEFAULTS, DataBundle, Split, corrupt, load_dataset, load_file
 from .pipeline import TrainedModel
+from .search.objectives import SCORE_DEFAULTS, SCORES, make_objective, score_name
 
 __all__ = [
     "SCORES",
@@ -280,41 +281,40 @@ def recalibrated(
 
 # ----------------------------------------------------------------------------- search
 
-SCORES = ("accuracy", "nll", "ece-penalised")
-
 
 def make_score(
     model: TrainedModel,
     split: Split,
     score: str = "accuracy",
     *,
-    ece_weight: float = 1.0,
+    ece_weight: float = SCORE_DEFAULTS["ece_weight"],
+    max_ece: float = SCORE_DEFAULTS["max_ece"],
     num_samples: int | None = None,
     seed: int = 0,
     calibration: Split | None = None,
 ) -> Callable[[Mapping[str, int]], float]:
     r"""A score ``config -> float`` (higher is better) of sub-networks on ``split``.
 
-    ``"accuracy"``; ``"nll"`` (negated, so higher is better); ``"ece-penalised"``:
-    $\mathrm{acc} - \lambda\,\mathrm{ECE}$ with $\lambda$ = ``ece_weight``.
+    ``score`` is a name of `bayes_nest.search.objectives.SCORES` (the same names as the
+    searches and the ``--score`` option): ``"accuracy"``; ``"neg_nll"``, $-\mathrm{NLL}$;
+    ``"ece_penalized"``, $\mathrm{acc} - w\,\mathrm{ECE}$ with $w$ = ``ece_weight``;
+    ``"ece_capped"``, accuracy while the ECE is at most ``max_ece``, else $-\mathrm{ECE}$.
     BNNN predictions use the same random numbers for every config (common random numbers),
     so differences between configs are not Monte Carlo noise. With ``calibration``, batch-norm
     statistics are re-estimated for every config first (`recalibrated`).
+
+    Raises
+    ------
+    ValueError
+        For an unknown score name or bad settings (a deprecated name gives a `FutureWarning`).
     """
-    if score not in SCORES:
-        raise ValueError(f"unknown score {score!r}; choose one of {SCORES}")
+    objective = make_objective(score_name(score), ece_weight=ece_weight, max_ece=max_ece)
     x, y = model.check_inputs(split.x, "inputs"), torch.as_tensor(split.y)
 
     def evaluate(config: Mapping[str, int]) -> float:
         with recalibrated(model, config, calibration), seeded(seed):
             probs = model.predict(x, config, num_samples=num_samples)
-        if score == "accuracy":
-            return metrics.accuracy(probs, y)
-        if score == "nll":
-            return -metrics.nll(probs, y)
-        return metrics.accuracy(probs, y) - ece_weight * metrics.expected_calibration_error(
-            probs, y
-        )
+        return float(objective(probs, y))
 
     return evaluate
 
@@ -325,7 +325,8 @@ def search_front(
     *,
     cost: str = "macs",
     score: str = "accuracy",
-    ece_weight: float = 1.0,
+    ece_weight: float = SCORE_DEFAULTS["ece_weight"],
+    max_ece: float = SCORE_DEFAULTS["max_ece"],
     num_samples: int | None = None,
     progress: bool = True,
     calibration: Split | None = None,
@@ -338,11 +339,13 @@ def search_front(
     from .search.greedy import greedy
 
     fingerprint = model.fingerprint()  # of the model as given, before any recalibration
+    score = score_name(score)
     fn = make_score(
         model,
         split,
         score,
         ece_weight=ece_weight,
+        max_ece=max_ece,
         num_samples=num_samples,
         calibration=calibration,
     )
@@ -354,6 +357,7 @@ def search_front(
         {
             "score": score,
             "ece_weight": ece_weight,
+            "max_ece": max_ece,
             "method": model.method,
             "model_fingerprint": fingerprint,
         }
@@ -451,7 +455,8 @@ def analyse(
     budgets: Sequence[float | str],
     cost: str = "macs",
     score: str = "accuracy",
-    ece_weight: float = 1.0,
+    ece_weight: float = SCORE_DEFAULTS["ece_weight"],
+    max_ece: float = SCORE_DEFAULTS["max_ece"],
     ood: str | None = "gaussian_noise",
     num_samples: int | None = None,
     progress: bool = True,
@@ -471,6 +476,7 @@ def analyse(
     """
     from .report import Analysis, config_summary
 
+    score = score_name(score)
     if front is None:
         front = search_front(
             model,
@@ -478,6 +484,7 @@ def analyse(
             cost=cost,
             score=score,
             ece_weight=ece_weight,
+            max_ece=max_ece,
             num_samples=num_samples,
             progress=progress,
             calibration=data.train,

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--data",
         str(data),
         "--score",
-        "ece-penalised",
+        "ece_penalized",
         "--out",
         str(work / "front.json"),
         "--force",

@@ -7,7 +7,7 @@ every budget we take the best point, export it as a standalone ``nn.Module`` (we
 batch-norm statistics recalibrated for that sub-network), save it with ``torch.export`` and check
 that the exported model computes exactly what the nested one computes -- and is faster.
 
-The search can also be uncertainty-aware: with ``score="ece-penalised"`` it ranks sub-networks
+The search can also be uncertainty-aware: with ``score="ece_penalized"`` it ranks sub-networks
 by accuracy minus the expected calibration error.
 
 Run::
@@ -30,6 +30,7 @@ from bayes_nest.data import load_dataset
 from bayes_nest.outputs import export_subnet
 from bayes_nest.pipeline import ModelSpec, fit
 from bayes_nest.report import config_summary, format_table
+from bayes_nest.search import SCORES
 from bayes_nest.workflow import evaluate_config, search_front
 
 
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller network, fewer epochs")
     parser.add_argument("--out", help="folder for the exported files (default: a temporary one)")
-    parser.add_argument("--score", default="accuracy", choices=["accuracy", "nll", "ece-penalised"])
+    parser.add_argument("--score", default=SCORES[0], choices=SCORES)
     args = parser.parse_args(argv)
 
     hidden, groups, epochs = ([64, 64], 8, 10) if args.quick else ([256, 256], 16, 40)

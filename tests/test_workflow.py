@@ -96,8 +96,8 @@ def test_scores(fn3, digits):
     acc, nll = metrics.accuracy(probs, val.y), metrics.nll(probs, val.y)
     ece = metrics.expected_calibration_error(probs, val.y)
     assert_close(make_score(fn3, val)(config), acc, dtype=torch.float32)
-    assert_close(make_score(fn3, val, "nll")(config), -nll, dtype=torch.float32)
-    pen = make_score(fn3, val, "ece-penalised", ece_weight=2.0)(config)
+    assert_close(make_score(fn3, val, "neg_nll")(config), -nll, dtype=torch.float32)
+    pen = make_score(fn3, val, "ece_penalized", ece_weight=2.0)(config)
     assert_close(pen, acc - 2 * ece, dtype=torch.float32)
     with pytest.raises(ValueError, match="unknown score 'f1'"):
         make_score(fn3, val, "f1")

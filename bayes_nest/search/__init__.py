@@ -4,10 +4,11 @@ from .baselines import evolutionary, exhaustive, random_search
 from .cascade import Cascade, CascadeResult, cascade_curve, uncertainty
 from .front import Front, Point
 from .greedy import greedy
-from .objectives import OBJECTIVES, Evaluator, make_objective
+from .objectives import OBJECTIVES, SCORES, Evaluator, make_objective, score_name
 
 __all__ = [
     "OBJECTIVES",
+    "SCORES",
     "Cascade",
     "CascadeResult",
     "Evaluator",
@@ -19,5 +20,6 @@ __all__ = [
     "greedy",
     "make_objective",
     "random_search",
+    "score_name",
     "uncertainty",
 ]

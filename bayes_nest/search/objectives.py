@@ -1,16 +1,22 @@
-r"""Scores for the search: objectives on validation predictions, and a cached evaluator.
+r"""Scores of sub-networks, named once for the whole package: search, evaluation, the
+``bayes-nest`` commands and reports all take the names of :data:`SCORES`.
 
-An *objective* maps predictions and labels to a number, higher is better:
+A *score* maps predictions and labels to a number, higher is better:
 
 ``"accuracy"``
     Top-1 accuracy.
 ``"neg_nll"``
     :math:`-\mathrm{NLL}` (negative log-likelihood in nats, negated).
 ``"ece_penalized"``
-    :math:`\mathrm{acc} - \lambda\,\mathrm{ECE}` (uncertainty-aware selection; ``lam``).
+    :math:`\mathrm{acc} - w\,\mathrm{ECE}` (uncertainty-aware selection; :math:`w` =
+    ``ece_weight``, default 1).
 ``"ece_capped"``
-    Accuracy if :math:`\mathrm{ECE} \le` ``max_ece``, else :math:`-\mathrm{ECE}`: every
-    sub-network over the ECE ceiling scores below every one under it.
+    Accuracy if :math:`\mathrm{ECE} \le` ``max_ece`` (default 0.05), else :math:`-\mathrm{ECE}`:
+    every sub-network over the ECE ceiling scores below every one under it.
+
+The ECE uses ``n_bins`` equal-width confidence bins (default 15). The spellings of earlier
+releases, ``"nll"`` and ``"ece-penalised"`` (and the weight's name ``lam``), are accepted for
+one more release with a `FutureWarning` (:data:`DEPRECATED_SCORES`, :func:`score_name`).
 
 Predictions are probabilities ``(N, K)`` or per posterior sample ``(S, N, K)`` (averaged in
 probability space first, as in :mod:`bayes_nest.metrics`).
@@ -19,11 +25,22 @@ probability space first, as in :mod:`bayes_nest.metrics`).
 runs the module under :func:`~bayes_nest.subnet.use` (or a user ``predict`` function, e.g.
 Monte Carlo predictions of a Bayesian network), optionally recalibrates batch-norm for every
 config first, and caches scores.
+
+Examples
+--------
+>>> import torch
+>>> from bayes_nest.search.objectives import make_objective
+>>> probs, labels = torch.tensor([[0.9, 0.1], [0.3, 0.7]]), torch.tensor([0, 0])
+>>> make_objective("accuracy")(probs, labels)
+0.5
+>>> make_objective("ece_capped", max_ece=0.05)(probs, labels) < 0  # ECE 0.5 > 0.05
+True
 """
 
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -35,31 +52,94 @@ from ..subnet._trace import eval_mode
 from ..subnet.config import use, validate_config
 from ..subnet.recalibrate import recalibrate_batchnorm
 
-__all__ = ["OBJECTIVES", "Evaluator", "make_objective"]
+__all__ = [
+    "DEPRECATED_SCORES",
+    "OBJECTIVES",
+    "SCORES",
+    "SCORE_DEFAULTS",
+    "SCORE_LABELS",
+    "Evaluator",
+    "make_objective",
+    "score_name",
+]
 
 Objective = Callable[[torch.Tensor, torch.Tensor], float]
-OBJECTIVES = ("accuracy", "neg_nll", "ece_penalized", "ece_capped")
+SCORES = ("accuracy", "neg_nll", "ece_penalized", "ece_capped")
+"""The score names every layer of the package accepts (see the module docstring)."""
+OBJECTIVES = SCORES
+"""Another name of :data:`SCORES`."""
+SCORE_LABELS = {
+    "accuracy": "accuracy",
+    "neg_nll": "-NLL",
+    "ece_penalized": "accuracy - w*ECE",
+    "ece_capped": "accuracy, ECE-capped",
+}
+"""How reports and tables label each score."""
+SCORE_DEFAULTS = {"ece_weight": 1.0, "max_ece": 0.05, "n_bins": 15}
+"""Default settings of the scores: ECE weight :math:`w`, ECE ceiling and ECE bins."""
+DEPRECATED_SCORES = {"nll": "neg_nll", "ece-penalised": "ece_penalized"}
+"""Spellings of earlier releases and the names that replace them (accepted with a
+`FutureWarning` until the next release)."""
+
+
+def score_name(name: str) -> str:
+    """The name of :data:`SCORES` that ``name`` means.
+
+    A deprecated spelling (:data:`DEPRECATED_SCORES`) is translated with a `FutureWarning`.
+
+    Raises
+    ------
+    ValueError
+        For any other name (the message lists :data:`SCORES`).
+    """
+    if isinstance(name, str) and name in SCORES:
+        return name
+    if isinstance(name, str) and name in DEPRECATED_SCORES:
+        new = DEPRECATED_SCORES[name]
+        warnings.warn(
+            f"score {name!r} is deprecated and will be removed in the next release; use {new!r}",
+            FutureWarning,
+            stacklevel=3,
+        )
+        return new
+    raise ValueError(f"unknown score {name!r}; choose one of {SCORES}")
+
+
+def _check_settings(ece_weight: Any, max_ece: Any, n_bins: Any) -> None:
+    if isinstance(ece_weight, bool) or not isinstance(ece_weight, int | float) or ece_weight < 0:
+        raise ValueError(f"ece_weight must be a non-negative number, got {ece_weight!r}")
+    if isinstance(max_ece, bool) or not isinstance(max_ece, int | float) or not 0 <= max_ece <= 1:
+        raise ValueError(f"max_ece must be in [0, 1], got {max_ece!r}")
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
 
 
 def make_objective(
     name: str | Objective = "accuracy",
     *,
-    lam: float = 1.0,
-    max_ece: float = 0.05,
-    n_bins: int = 15,
+    ece_weight: float = SCORE_DEFAULTS["ece_weight"],
+    max_ece: float = SCORE_DEFAULTS["max_ece"],
+    n_bins: int = SCORE_DEFAULTS["n_bins"],
+    lam: float | None = None,
 ) -> Objective:
-    """The objective ``(probs, labels) -> float`` called ``name`` (see the module docstring).
+    """The score ``(probs, labels) -> float`` called ``name`` (see the module docstring).
 
-    A callable ``name`` is returned unchanged.
+    A callable ``name`` is returned unchanged. ``lam`` is the deprecated name of
+    ``ece_weight`` (a `FutureWarning`).
     """
+    if lam is not None:
+        warnings.warn(
+            "lam is deprecated and will be removed in the next release; use ece_weight",
+            FutureWarning,
+            stacklevel=2,
+        )
+        ece_weight = lam
+    _check_settings(ece_weight, max_ece, n_bins)
     if callable(name):
         return name
-    if name not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES} or a callable, got {name!r}")
-    if isinstance(lam, bool) or not isinstance(lam, int | float) or lam < 0:
-        raise ValueError(f"lam must be a non-negative number, got {lam!r}")
-    if isinstance(max_ece, bool) or not isinstance(max_ece, int | float) or not 0 <= max_ece <= 1:
-        raise ValueError(f"max_ece must be in [0, 1], got {max_ece!r}")
+    if not isinstance(name, str) or name not in (*SCORES, *DEPRECATED_SCORES):
+        raise ValueError(f"objective must be one of {SCORES} or a callable, got {name!r}")
+    name = score_name(name)
     if name == "accuracy":
         return metrics.accuracy
     if name == "neg_nll":
@@ -69,7 +149,9 @@ def make_objective(
         return metrics.expected_calibration_error(probs, labels, n_bins=n_bins)
 
     if name == "ece_penalized":
-        return lambda probs, labels: metrics.accuracy(probs, labels) - lam * ece(probs, labels)
+        return lambda probs, labels: (
+            metrics.accuracy(probs, labels) - ece_weight * ece(probs, labels)
+        )
 
     def capped(probs: torch.Tensor, labels: torch.Tensor) -> float:
         error = ece(probs, labels)
@@ -112,7 +194,7 @@ class Evaluator:
     data : (x, y) pair of tensors or iterable of (x, y) batches
         Validation data (held out from training; not the test set).
     objective : str or callable
-        A name of :data:`OBJECTIVES` or ``(probs, labels) -> float``.
+        A name of :data:`SCORES` or ``(probs, labels) -> float``.
     predict : callable, optional
         ``predict(config, x) -> probs`` of shape ``(B, K)`` or ``(S, B, K)`` (e.g. Monte Carlo
         predictions of a Bayesian network). Default: softmax of ``module(x)`` under
@@ -127,7 +209,7 @@ class Evaluator:
     cache : bool
         Remember the score of every config.
     **objective_kwargs
-        ``lam``, ``max_ece``, ``n_bins`` for :func:`make_objective`.
+        ``ece_weight``, ``max_ece``, ``n_bins`` for :func:`make_objective`.
 
     Attributes
     ----------

@@ -26,7 +26,7 @@ def test_named_objectives():
     # Exact where an objective calls the very metric on the same tensors.
     assert make_objective("accuracy")(probs, labels) == acc
     assert make_objective("neg_nll")(probs, labels) == -metrics.nll(probs, labels)
-    assert_close(make_objective("ece_penalized", lam=2.0)(probs, labels), acc - 2 * ece)
+    assert_close(make_objective("ece_penalized", ece_weight=2.0)(probs, labels), acc - 2 * ece)
     assert make_objective("ece_capped", max_ece=1.0)(probs, labels) == acc
     assert make_objective("ece_capped", max_ece=ece / 2)(probs, labels) == -ece
 
@@ -43,8 +43,8 @@ def test_capped_objective_ranks_every_infeasible_below_every_feasible():
 def test_objective_validation():
     with pytest.raises(ValueError, match="objective"):
         make_objective("f1")
-    with pytest.raises(ValueError, match="lam"):
-        make_objective("ece_penalized", lam=-1)
+    with pytest.raises(ValueError, match="ece_weight"):
+        make_objective("ece_penalized", ece_weight=-1)
     with pytest.raises(ValueError, match="max_ece"):
         make_objective("ece_capped", max_ece=2)
     custom = lambda p, y: 0.5  # noqa: E731
