@@ -22,6 +22,7 @@ Run ``python benchmarks/cascade.py`` (full: 3 seeds) or ``--quick`` (1 seed, FN3
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 from pathlib import Path
@@ -62,7 +63,10 @@ def run(kind: str, seed: int, epochs: int, n_targets: int) -> list[dict]:
     data = load_dataset("digits", seed=seed, val_fraction=0.2, test_fraction=0.3)
     torch.manual_seed(seed)
     net = MLP(64, [128, 128], 10, groups=16)
-    fit_fn3(net, data.train, epochs=epochs, seed=seed, sandwich="both", progress=False)
+    adam = functools.partial(torch.optim.Adam, lr=1e-3)  # the recorded runs' rate
+    fit_fn3(
+        net, data.train, epochs=epochs, seed=seed, sandwich="both", optimizer=adam, progress=False
+    )
     if kind == "fn3":
         predict = fn3_predict(net)
         uncertainty = "entropy"
@@ -71,7 +75,13 @@ def run(kind: str, seed: int, epochs: int, n_targets: int) -> list[dict]:
         pyro.clear_param_store()
         pyro.set_rng_seed(seed)
         bnnn = BNNN(net, name=f"cascade{seed}")
-        bnnn.fit(data.train, epochs=max(10, epochs // 10), seed=seed, progress=False)
+        bnnn.fit(
+            data.train,
+            epochs=max(10, epochs // 10),
+            optimizer=pyro.optim.Adam({"lr": 1e-3}),
+            seed=seed,
+            progress=False,
+        )
         predict = bnnn_predict(bnnn, 8)
         uncertainty = "mutual_information"
         score_net = bnnn.net
