@@ -10,26 +10,34 @@ a VAE trained with only k latents, while truncating an ordinary VAE loses far mo
 Per seed: binarised digits (8x8, pixel > 8/16), split 60/20/20 by the seed. Three kinds of model,
 the same MLP encoder and decoder, the same optimiser and number of steps:
 
-* ``nested``: L = 8 latents, nested mask prior (keep probability 0.8), amortized ordering unit;
+* ``nested``: L = 8 latents, nested mask prior (keep probability 0.8), amortized ordering unit
+  (keep probabilities capped at 0.6);
 * ``ordinary``: L = 8 latents, a plain VAE;
 * ``independent``: one plain VAE per k with k latents.
 
 Test ELBO (nats per image, 16 posterior samples) of every model truncated to its first k latents
-(the others set to 0 and their KL dropped). Summary: ``max_elbo_gap_frac`` (max over k of the
+(the others set to 0 and their KL dropped). Every model is early-stopped: its validation ELBO
+(the mean over k = 1..8 for the nested VAE) is scored every 250 steps and the best parameters
+are kept. Summary: ``max_elbo_gap_frac`` (max over k of the
 mean over seeds of (independent - nested) / |independent|; target <= 0.02) and
 ``truncation_gain`` (sum over k < L and seeds of the ordinary VAE's excess NLL over the
 independent one, divided by the nested VAE's; target >= 3).
 
-Run ``python benchmarks/ordered_vae.py`` (full) or ``--quick`` (1 seed, few steps, k in 1, 2, 4:
+Run ``python benchmarks/ordered_vae.py`` (full; ``--jobs 3`` runs the seeds in parallel
+processes) or ``--quick`` (1 seed, few steps, k in 1, 2, 4:
 a smoke test, written to ``results/ordered_vae_quick.json``). The figure of reconstructions
 against k goes next to the result (``ordered_vae_reconstructions.png``).
 """
 
 from __future__ import annotations
 
+import argparse
+import copy
 import math
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pyro
@@ -46,10 +54,10 @@ from bayes_nest.infer.latent_checks import fit_latent
 
 PROTOCOL_VERSION = 1
 RESULTS = Path(__file__).resolve().parent / "results"
-LATENT, HIDDEN, BATCH, LR, KEEP_PROB, MAX_KEEP_PROB = 8, 128, 128, 3e-3, 0.8, 0.95
+LATENT, HIDDEN, BATCH, LR, KEEP_PROB, MAX_KEEP_PROB = 8, 128, 128, 3e-3, 0.8, 0.6
 FULL = {"seeds": [0, 1, 2], "steps": 4000, "ks": list(range(1, LATENT + 1))}
 QUICK = {"seeds": [0], "steps": 300, "ks": [1, 2, 4]}
-EVAL_SAMPLES = 16
+EVAL_SAMPLES, VAL_SAMPLES, VAL_EVERY = 16, 4, 250
 
 
 def binarised_digits(seed: int) -> dict[str, torch.Tensor]:
@@ -117,15 +125,46 @@ class NestedVAE(VAE):
             pyro.sample("z", masked_normal(loc, scale, mask).to_event(1))
 
 
-def train_plain(model: VAE, x: torch.Tensor, steps: int, seed: int) -> None:
-    """Adam on minus the ELBO of all ``model.latent`` latents (one posterior sample)."""
+class BestState:
+    """Early stopping: every ``VAL_EVERY`` steps score the validation split and keep the
+    parameters with the best score (restored by :meth:`restore`)."""
+
+    def __init__(self, model: nn.Module, score: Callable[[], float]) -> None:
+        self.model, self.score = model, score
+        self.best, self.state = -math.inf, None
+
+    def __call__(self, step: int, loss: float | None = None) -> None:
+        if step % VAL_EVERY == 0:
+            with torch.no_grad():
+                value = self.score()
+            if value > self.best:
+                self.best, self.state = value, copy.deepcopy(self.model.state_dict())
+
+    def restore(self) -> None:
+        if self.state is not None:
+            self.model.load_state_dict(self.state)
+
+
+def val_elbo(model: VAE, x: torch.Tensor, ks: list[int]) -> float:
+    """Mean validation ELBO over the truncations ``ks`` (fixed noise)."""
+    torch.manual_seed(20_000)
+    return sum(float(model.truncated_elbo(x, k, VAL_SAMPLES).mean()) for k in ks) / len(ks)
+
+
+def train_plain(model: VAE, data: dict[str, torch.Tensor], steps: int, seed: int) -> None:
+    """Adam on minus the ELBO of all ``model.latent`` latents (one posterior sample), early
+    stopped on the validation ELBO."""
+    x = data["train"]
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     generator = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
+    keeper = BestState(model, lambda: val_elbo(model, data["val"], [model.latent]))
+    for step in range(1, steps + 1):
         batch = x[torch.randint(0, len(x), (BATCH,), generator=generator)]
         optimizer.zero_grad()
         (-model.truncated_elbo(batch, model.latent).mean()).backward()
         optimizer.step()
+        keeper(step)
+    keeper.restore()
 
 
 @torch.no_grad()
@@ -139,18 +178,20 @@ def run_seed(seed: int, steps: int, ks: list[int]) -> tuple[list[dict], NestedVA
     data = binarised_digits(seed)
     torch.manual_seed(seed)
     nested = NestedVAE(LATENT)
+    keeper = BestState(nested, lambda: val_elbo(nested, data["val"], list(range(1, LATENT + 1))))
     fit_latent(
         nested.model, nested.guide, data["train"], [nested], steps=steps, lr=LR,
-        batch_size=BATCH, seed=seed, progress=False,
+        batch_size=BATCH, seed=seed, progress=False, callback=keeper,
     )  # fmt: skip
+    keeper.restore()
     torch.manual_seed(seed)
     ordinary = VAE(LATENT)
-    train_plain(ordinary, data["train"], steps, seed)
+    train_plain(ordinary, data, steps, seed)
     rows = []
     for k in ks:
         torch.manual_seed(seed)
         independent = VAE(k)
-        train_plain(independent, data["train"], steps, seed)
+        train_plain(independent, data, steps, seed)
         elbo = {
             "nested": test_elbo(nested, data["test"], k, seed),
             "ordinary": test_elbo(ordinary, data["test"], k, seed),
@@ -228,9 +269,17 @@ def reconstruction_figure(nested: NestedVAE, ordinary: VAE, x: torch.Tensor, pat
     return path
 
 
+def _run_seed_job(job: tuple[int, int, list[int]]) -> tuple[list[dict], NestedVAE, VAE]:
+    torch.set_num_threads(1)
+    return run_seed(*job)
+
+
 def main(argv: list[str] | None = None) -> dict:
+    jobs_parser = argparse.ArgumentParser(add_help=False)
+    jobs_parser.add_argument("--jobs", type=int, default=1)
+    jobs, rest = jobs_parser.parse_known_args(argv)
     args = benchmark_args(
-        __doc__, RESULTS / "ordered_vae.json", "1 seed, 300 steps, k in 1, 2, 4", argv
+        __doc__, RESULTS / "ordered_vae.json", "1 seed, 300 steps, k in 1, 2, 4", rest
     )
     plan = QUICK if args.quick else FULL
     out = args.out
@@ -239,13 +288,18 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(1)
     start = time.perf_counter()
     rows: list[dict] = []
-    for seed in tqdm(plan["seeds"], desc="seeds", leave=False):
-        seed_rows, nested, ordinary = run_seed(seed, plan["steps"], plan["ks"])
+    work = [(seed, plan["steps"], plan["ks"]) for seed in plan["seeds"]]
+    if jobs.jobs > 1:  # seeds in parallel processes, one torch thread each
+        with ProcessPoolExecutor(min(jobs.jobs, len(work))) as pool:
+            results = list(pool.map(_run_seed_job, work))
+    else:
+        results = [_run_seed_job(job) for job in tqdm(work, desc="seeds", leave=False)]
+    for seed_rows, _, _ in results:
         rows += seed_rows
-        if seed == plan["seeds"][0]:
-            figure = out.with_name(out.stem + "_reconstructions.png")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            reconstruction_figure(nested, ordinary, binarised_digits(seed)["test"], figure)
+    _, nested, ordinary = results[0]
+    figure = out.with_name(out.stem + "_reconstructions.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    reconstruction_figure(nested, ordinary, binarised_digits(plan["seeds"][0])["test"], figure)
     table, summary = summarize(rows, plan["ks"])
     summary["run_seconds"] = time.perf_counter() - start
     print_table(table, ["k", "nested_elbo", "ordinary_elbo", "independent_elbo", "elbo_gap_frac"])
@@ -261,6 +315,7 @@ def main(argv: list[str] | None = None) -> dict:
         "optimizer": f"Adam lr={LR}, batch {BATCH}",
         "nested": {"keep_prob": KEEP_PROB, "max_keep_prob": MAX_KEEP_PROB, "site": "count"},
         "eval_samples": EVAL_SAMPLES,
+        "early_stopping": {"every_steps": VAL_EVERY, "val_samples": VAL_SAMPLES},
         "torch_threads": 1,
     }
     path = write_result(out, out.stem, config, rows + table, summary)

@@ -1,21 +1,17 @@
 r"""Guard rails and a fitting loop for models with nested latent masks.
 
-Which guide is safe on which mask site (measured on ordered PPCA; see the concept page
-"Nested priors in your own models"):
+Which guide is safe on which mask site (measured on ordered PPCA; the concept page "Nested
+priors in your own models" has the table):
 
-==========================================  =========  ======================  ==============
-guide of the mask site                       site       ELBO                    outcome
-==========================================  =========  ======================  ==============
-``OrderingUnit`` / ``AmortizedOrderingUnit``  count      ``TraceEnum_ELBO``      orders (default)
-``OrderingUnit`` / ``AmortizedOrderingUnit``  relaxed    ``TraceMeanField_ELBO`` safe, slow keep
-                                                                                 probabilities
-``AutoDelta`` (a point mass)                 relaxed    any                     raises: diverges
-``AutoNormal`` and other reparameterised     relaxed    ``TraceMeanField_ELBO`` raises: diverges
-autoguides
-``AutoNormal`` and other reparameterised     relaxed    ``Trace_ELBO``          warns: no order
-autoguides
-a non-enumerated count guide                 count      any                     warns: noisy
-==========================================  =========  ======================  ==============
+* ``OrderingUnit`` / ``AmortizedOrderingUnit`` on a ``"count"`` site under ``TraceEnum_ELBO``:
+  orders (the default);
+* the same units on a ``"relaxed"`` site under ``TraceMeanField_ELBO``: safe, but the keep
+  probabilities learn slowly;
+* ``AutoDelta`` (a point mass) on a relaxed site: raises, it diverges;
+* ``AutoNormal`` and other reparameterised autoguides on a relaxed site under
+  ``TraceMeanField_ELBO``: raises, it diverges; under ``Trace_ELBO``: warns, no order is learned;
+* a count site whose guide is not enumerated under ``TraceEnum_ELBO``: warns (score-function
+  gradients, noisy).
 
 Why the two raise: the relaxed Downhill density is unbounded at the vertices of its support
 (the hard masks). A point-mass guide maximises that density and walks to a vertex; a guide whose
@@ -136,6 +132,7 @@ def fit_latent(
     elbo: ELBO | None = None,
     seed: int = 0,
     progress: bool = True,
+    callback: Callable[[int, float], None] | None = None,
 ) -> list[float]:
     r"""Fit ``model``/``guide`` by stochastic variational inference on minibatches of ``data``.
 
@@ -163,6 +160,9 @@ def fit_latent(
         Seeds Pyro's and the minibatch generator.
     progress : bool
         Show a tqdm progress bar.
+    callback : callable, optional
+        Called as ``callback(step, loss)`` after every step (``step`` counts from 1, ``loss`` as
+        returned), e.g. to score a validation set and keep the best parameters.
 
     Returns
     -------
@@ -198,4 +198,6 @@ def fit_latent(
             loss.backward()
             optimizer.step()
             losses.append(loss.item() / n)
+            if callback is not None:
+                callback(step + 1, losses[-1])
     return losses

@@ -226,3 +226,27 @@ def test_fit_latent_validates_and_fits_a_keep_count():
     with pytest.raises(ValueError, match="steps"):
         fit_latent(model, guide, x, [unit], steps=0)
     assert math.isfinite(losses[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "guide_class, elbo", [(AutoDelta, Trace_ELBO), (AutoNormal, TraceMeanField_ELBO)]
+)
+def test_the_refused_guides_do_diverge(guide_class, elbo):
+    """What check_guide refuses: on a per-example relaxed mask of PPCA the loss falls far below
+    that of any plausible fit (about +5e3 here) and keeps falling."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 4, generator=gen) @ torch.randn(4, 10, generator=gen)
+
+    def model(x):
+        loadings = pyro.param("loadings", 0.1 * torch.randn(10, 4, generator=gen))
+        with pyro.plate("data", len(x)):
+            mask = nested_mask("order", 4, site="relaxed")
+            z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([4]).to_event(1))
+            pyro.sample("x", dist.Normal((z * mask) @ loadings.T, 0.5).to_event(1), obs=x)
+
+    pyro.set_rng_seed(0)
+    svi = pyro.infer.SVI(model, guide_class(model), pyro.optim.Adam({"lr": 0.02}), elbo())
+    with pyro.validation_enabled(False):
+        losses = [svi.step(x) for _ in range(1000)]
+    assert losses[-1] < -5000 and losses[-1] < losses[500] - 1000
