@@ -315,7 +315,6 @@ def summary(
     return table
 
 
-@torch.no_grad()
 def from_bnnn(
     bnnn: Any,
     x: torch.Tensor,
@@ -353,63 +352,13 @@ def from_bnnn(
         ``observed_data`` (``obs``). The keep probabilities are variational parameters, not draws:
         they are not in the posterior group (read them from ``bnnn.keep_probs()``).
     """
-    from pyro import poutine
+    from .infer.bnnn_predict import posterior_draws
 
-    from .infer.bnnn_predict import predictive_mean
-
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-    if not (torch.is_tensor(x) and torch.is_tensor(y)) or len(x) != len(y):
-        raise ValueError("x and y must be tensors with the same number of examples")
-    known = set(bnnn.weight_site_names())
-    chosen = list(weights or [])
-    for name in chosen:
-        if name not in known:
-            raise ValueError(f"no weight site {name!r}; weight sites: {sorted(known)}")
-    model, likelihood = bnnn.model, bnnn.likelihood
-    device = next(bnnn.parameters()).device
-    x, y = x.to(device), y.to(device)
-    draws: dict[str, list] = {}
-    predictive, loglik = [], []
-    was_training = bnnn.net.training
-    bnnn.net.eval()
-    try:
-        for _ in range(num_samples):
-            trace = poutine.trace(bnnn.guide).get_trace(x, y)
-            masks = {}
-            for name, vou in bnnn.vous.items():
-                mask = trace.nodes[name]["value"]
-                masks[name] = torch.cat([mask.new_ones(vou.axis.always_on), mask])
-                draws.setdefault(f"mask/{name}", []).append(mask)
-                count = vou.axis.always_on + mask.sum()
-                draws.setdefault(f"keep_count/{name}", []).append(count.round().long())
-            sites = model.sites
-            drawn = {
-                s.path: (
-                    trace.nodes[s.weight_name]["value"],
-                    None if s.bias_name is None else trace.nodes[s.bias_name]["value"],
-                )
-                for s in sites
-            }
-            for name in chosen:
-                draws.setdefault(name, []).append(trace.nodes[name]["value"])
-            outputs = torch.cat(
-                [
-                    model.run(x[i : i + batch_size], masks, drawn)
-                    for i in range(0, len(x), batch_size)
-                ]
-            )
-            predictive.append(predictive_mean(likelihood, outputs).float().cpu())
-            loglik.append(likelihood.log_likelihood(outputs, y).double().cpu())
-    finally:
-        bnnn.net.train(was_training)
-    posterior = {k: torch.stack(v).cpu() for k, v in draws.items()}
-    from .infer.likelihoods import Categorical
-
-    key = "probs" if isinstance(likelihood, Categorical) else "mean"
+    draws = posterior_draws(bnnn, x, y, num_samples=num_samples, weights=weights,
+                            batch_size=batch_size)  # fmt: skip
     return to_arviz(
-        posterior,
-        posterior_predictive={key: torch.stack(predictive)},
-        log_likelihood={"obs": torch.stack(loglik)},
-        observed_data={"obs": y.cpu()},
+        draws["posterior"],
+        posterior_predictive=draws["posterior_predictive"],
+        log_likelihood=draws["log_likelihood"],
+        observed_data=draws["observed_data"],
     )

@@ -349,7 +349,7 @@ class BNNN(nn.Module):
         *,
         epochs: int,
         optimizer: Any = None,
-        loss: str = "mean_field",
+        loss: Any = None,
         num_particles: int = 1,
         batch_size: int = BNNN_DEFAULTS["batch_size"],
         val: Any = None,

@@ -34,6 +34,7 @@ from .. import metrics
 from ..data import as_loader
 from . import likelihoods
 from .bnnn_elbo import NestedMeanFieldELBO
+from .bnnn_optim import ParameterUpdate, make_pyro_optim, step_scheduler
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .defaults import BNNN_DEFAULTS
 from .fn3_setup import _generators
@@ -106,86 +107,6 @@ def _make_optimizer(optimizer: Any, params) -> torch.optim.Optimizer:
     )
 
 
-def make_pyro_optim(optimizer: Any) -> pyro.optim.PyroOptim:
-    """``optimizer`` as a Pyro optimizer: a ``PyroOptim`` as is (default
-    ``pyro.optim.Adam({"lr": BNNN_DEFAULTS["lr"]})``), a factory ``params -> torch optimizer``
-    wrapped."""
-    if optimizer is None:
-        return pyro.optim.Adam({"lr": BNNN_DEFAULTS["lr"]})
-    if isinstance(optimizer, pyro.optim.PyroOptim):
-        return optimizer
-    if callable(optimizer) and not isinstance(optimizer, torch.optim.Optimizer):
-        return pyro.optim.PyroOptim(optimizer, {})
-    raise TypeError(
-        "optimizer must be a pyro.optim optimizer (e.g. pyro.optim.Adam({'lr': 1e-3})) or a "
-        f"callable params -> torch.optim.Optimizer, got {type(optimizer).__name__}"
-    )
-
-
-#: Torch optimizers whose update of an element reads only that element's gradient and state:
-#: one instance over all parameters updates exactly as one instance per parameter.
-ELEMENTWISE = (
-    torch.optim.Adam,
-    torch.optim.AdamW,
-    torch.optim.Adamax,
-    torch.optim.Adagrad,
-    torch.optim.RMSprop,
-    torch.optim.SGD,
-)
-
-
-class ParameterUpdate:
-    """The optimizer step of ``SVI.step``: ``optim(params)`` on the parameters SVI found.
-
-    A plain ``PyroOptim`` of an elementwise torch optimizer (:data:`ELEMENTWISE`, a dict of
-    arguments, no gradient clipping) keeps one torch optimizer per parameter; here it is applied
-    as one torch optimizer over the same parameters with the same arguments, the same update in
-    one call. Any other Pyro optimizer (LR schedulers included) is called as SVI calls it.
-    """
-
-    def __init__(self, optim: pyro.optim.PyroOptim, order: list[torch.Tensor]) -> None:
-        self.optim = optim
-        constructor = optim.pt_optim_constructor
-        self.fusable = (
-            type(optim) is pyro.optim.PyroOptim
-            and isinstance(constructor, type)
-            and issubclass(constructor, ELEMENTWISE)
-            and isinstance(optim.pt_optim_args, dict)
-            and not optim.pt_clip_args
-        )
-        self.order = {id(p): i for i, p in enumerate(order)}
-        self.fused: torch.optim.Optimizer | None = None
-        self._pending: dict | None = None
-
-    def __call__(self, params: set[torch.Tensor]) -> None:
-        if not self.fusable:
-            self.optim(params)
-            return
-        if self.fused is None:
-            ordered = sorted(params, key=lambda p: self.order.get(id(p), len(self.order)))
-            self.fused = self.optim.pt_optim_constructor(ordered, **self.optim.pt_optim_args)
-            if self._pending is not None:
-                self.fused.load_state_dict(self._pending)
-                self._pending = None
-        self.fused.step()
-
-    def get_state(self) -> dict:
-        if not self.fusable:
-            return {"pyro": self.optim.get_state()}
-        return {"fused": None if self.fused is None else self.fused.state_dict()}
-
-    def set_state(self, state: dict) -> None:
-        if "pyro" in state and not self.fusable:
-            self.optim.set_state(state["pyro"])
-        elif "fused" in state and self.fusable:
-            self._pending = state["fused"]
-            if self.fused is not None:
-                self.fused.load_state_dict(self._pending)
-                self._pending = None
-        else:
-            raise ValueError("the checkpoint's optimizer state is of a different optimizer")
-
-
 def make_elbo(loss: Any, num_particles: int) -> ELBO:
     """The ELBO of ``loss``: an instance as is; None or ``"mean_field"`` the trace-free
     mean-field ELBO, ``"trace"`` ``Trace_ELBO``, each with ``num_particles``."""
@@ -218,16 +139,6 @@ def _check_args(
         raise TypeError(f"seed must be an int or None, got {seed!r}")
     if resume and checkpoint_path is None:
         raise ValueError("resume=True needs a checkpoint_path")
-
-
-def _step_scheduler(optim: pyro.optim.PyroOptim, epoch_loss: float) -> None:
-    """Step a Pyro LR scheduler once (an epoch ended); other optimizers are left alone."""
-    if not isinstance(optim, pyro.optim.PyroLRScheduler):
-        return
-    if optim.pt_scheduler_constructor is torch.optim.lr_scheduler.ReduceLROnPlateau:
-        optim.step(epoch_loss)
-    else:
-        optim.step()
 
 
 def _dataset_size(loader: DataLoader) -> int:
@@ -281,8 +192,8 @@ def fit(
     epochs : int
         Total number of epochs (a resumed run continues up to this number).
     optimizer : pyro.optim.PyroOptim or callable, optional
-        Default ``pyro.optim.Adam({"lr": BNNN_DEFAULTS["lr"]})`` (3e-3); LR schedulers (``pyro.optim.ExponentialLR``,
-        ...) are stepped once per epoch; a factory ``params -> torch optimizer`` is wrapped in a
+        Default ``pyro.optim.Adam({"lr": BNNN_DEFAULTS["lr"]})`` (3e-3); LR schedulers
+        (``pyro.optim.ExponentialLR``, ...) are stepped once per epoch; a factory ``params -> torch optimizer`` is wrapped in a
         ``PyroOptim``. Kept on the BNNN, so a second ``fit`` call continues with its state.
     loss : pyro.infer.ELBO or {"mean_field", "trace"}, optional
         Any ELBO instance. Default (and ``"mean_field"``):
@@ -400,7 +311,7 @@ def fit(
             seconds = time.perf_counter() - start
             bnnn.epoch += 1
             epoch_loss = loss_sum / max(steps, 1) / size
-            _step_scheduler(optim.optim, epoch_loss)
+            step_scheduler(optim.optim, epoch_loss)
             val_nll, val_acc = (math.nan, math.nan)
             if val is not None:
                 val_nll, val_acc = _validate(bnnn, val, val_samples)

@@ -21,7 +21,7 @@ from . import likelihoods
 from .bnnn_kl import bayesian_layers
 from .defaults import BNNN_DEFAULTS
 
-__all__ = ["posterior_samples", "predict", "predictive_mean"]
+__all__ = ["posterior_draws", "posterior_samples", "predict", "predictive_mean"]
 
 
 def predictive_mean(likelihood, outputs: torch.Tensor) -> torch.Tensor:
@@ -186,3 +186,72 @@ def posterior_samples(
             probs.append(_run(bnnn, x, 1, config, False, True, 1024, pinned)[0])
         out["probs"] = torch.stack(probs).cpu().numpy()
     return out
+
+
+@torch.no_grad()
+def posterior_draws(
+    bnnn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    num_samples: int,
+    weights: Sequence[str] | None = None,
+    batch_size: int = 1024,
+) -> dict[str, dict[str, torch.Tensor]]:
+    """The groups of :func:`bayes_nest.analysis.from_bnnn` as tensors (see there): each of the
+    ``num_samples`` draws runs the guide once (masks and weights) and the network on ``x``."""
+    from pyro import poutine
+
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    if not (torch.is_tensor(x) and torch.is_tensor(y)) or len(x) != len(y):
+        raise ValueError("x and y must be tensors with the same number of examples")
+    known = set(bnnn.weight_site_names())
+    chosen = list(weights or [])
+    for name in chosen:
+        if name not in known:
+            raise ValueError(f"no weight site {name!r}; weight sites: {sorted(known)}")
+    model, likelihood = bnnn.model, bnnn.likelihood
+    device = next(bnnn.parameters()).device
+    x, y = x.to(device), y.to(device)
+    draws: dict[str, list] = {}
+    predictive, loglik = [], []
+    was_training = bnnn.net.training
+    bnnn.net.eval()
+    try:
+        for _ in range(num_samples):
+            trace = poutine.trace(bnnn.guide).get_trace(x, y)
+            masks = {}
+            for name, vou in bnnn.vous.items():
+                mask = trace.nodes[name]["value"]
+                masks[name] = torch.cat([mask.new_ones(vou.axis.always_on), mask])
+                draws.setdefault(f"mask/{name}", []).append(mask)
+                count = vou.axis.always_on + mask.sum()
+                draws.setdefault(f"keep_count/{name}", []).append(count.round().long())
+            sites = model.sites
+            drawn = {
+                s.path: (
+                    trace.nodes[s.weight_name]["value"],
+                    None if s.bias_name is None else trace.nodes[s.bias_name]["value"],
+                )
+                for s in sites
+            }
+            for name in chosen:
+                draws.setdefault(name, []).append(trace.nodes[name]["value"])
+            outputs = torch.cat(
+                [
+                    model.run(x[i : i + batch_size], masks, drawn)
+                    for i in range(0, len(x), batch_size)
+                ]
+            )
+            predictive.append(predictive_mean(likelihood, outputs).float().cpu())
+            loglik.append(likelihood.log_likelihood(outputs, y).double().cpu())
+    finally:
+        bnnn.net.train(was_training)
+    key = "probs" if isinstance(likelihood, likelihoods.Categorical) else "mean"
+    return {
+        "posterior": {k: torch.stack(v).cpu() for k, v in draws.items()},
+        "posterior_predictive": {key: torch.stack(predictive)},
+        "log_likelihood": {"obs": torch.stack(loglik)},
+        "observed_data": {"obs": y.cpu()},
+    }
