@@ -15,8 +15,8 @@ and block :math:`k` is kept with marginal probability :math:`P(b \ge k) = \beta_
 keep probabilities near 0 or 1.
 
 The matching prior (:func:`~bayes_nest.infer.masks.mask_prior`) is a Downhill with constant keep
-probability :math:`\pi` and the same temperature, so the registered closed-form KL between the
-two keep-count distributions applies.
+probability :math:`\pi` and the same temperature; for straight-through (hard) masks the
+registered closed-form KL between the two keep-count distributions is their exact KL.
 
 Temperature. ``temperature`` is a float or a schedule ``epoch -> float`` such as
 :class:`ExponentialTemperature`; :meth:`VariationalOrderingUnit.set_epoch` applies it. With the
@@ -204,7 +204,8 @@ class VariationalOrderingUnit(nn.Module):
             As :meth:`block_marginals` (the weights of the nested weight KL).
         kl : Tensor, shape ``()``
             :math:`\mathrm{KL}(q(b) \,\|\, p(b))`, the closed form registered for a pair of
-            Downhill distributions, i.e. what ``TraceMeanField_ELBO`` uses for the mask site.
+            straight-through Downhill distributions, i.e. what ``TraceMeanField_ELBO`` uses for
+            the mask site.
 
         One fused autograd node (:func:`~bayes_nest.distributions.keep_count_ops.keep_terms`).
         """
