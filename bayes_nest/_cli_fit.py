@@ -220,7 +220,7 @@ def _fit(args: argparse.Namespace, launch: Launch, ctx: Any) -> None:
 
 def _prepare(args: argparse.Namespace, launch: Launch, ctx: Any) -> tuple:
     """Settings, output checks (rank 0), the data and the initial model (every rank)."""
-    from .infer.defaults import defaults_of
+    from .defaults import defaults_of
     from .outputs import check_output
     from .pipeline import load_model
     from .workflow import load_data

@@ -101,10 +101,10 @@ def option_default(name: str, method: str | None = None) -> Any:
     """The value option ``name`` of ``fit`` takes when neither the command line nor a config
     file gives it, read from the library (never a copy of its own).
 
-    Training options come from `bayes_nest.infer.defaults` for ``method`` (``None``: the
-    default method), split options from `bayes_nest.data.SPLIT_DEFAULTS`, ``--method`` from
-    `bayes_nest.infer.defaults.DEFAULT_METHOD` and ``--model`` from
-    `bayes_nest.pipeline.ModelSpec`. Model
+    Everything comes from `bayes_nest.defaults` (which loads no torch, so building the parser
+    stays fast): training options from the table of ``method`` (``None``: the default
+    method), split options from ``SPLIT_DEFAULTS``, ``--method`` from ``DEFAULT_METHOD`` and
+    ``--model`` from ``DEFAULT_MODEL``. Model
     options default to ``None``: the architecture's own keyword defaults apply.
 
     Raises
@@ -113,16 +113,14 @@ def option_default(name: str, method: str | None = None) -> Any:
         For a name that is no option of ``fit``, or a training option ``method`` does not
         take.
     """
-    from .data import SPLIT_DEFAULTS
-    from .infer.defaults import DEFAULT_METHOD, defaults_of
-    from .pipeline import ModelSpec
+    from .defaults import DEFAULT_METHOD, DEFAULT_MODEL, SPLIT_DEFAULTS, defaults_of
 
     if name not in FIT_OPTIONS:
         raise KeyError(f"{name!r} is no option of fit")
     if name == "method":
         return DEFAULT_METHOD
     if name == "model":
-        return ModelSpec.name
+        return DEFAULT_MODEL
     destination = FIT_OPTIONS[name][1]
     if destination == "train":
         table = defaults_of(method or option_default("method"))
@@ -136,7 +134,7 @@ def option_default(name: str, method: str | None = None) -> Any:
 
 def _default_text(name: str) -> str:
     """`` (default ...)`` for the help of option ``name``, read from `option_default`."""
-    from .infer.defaults import METHOD_DEFAULTS
+    from .defaults import METHOD_DEFAULTS
 
     def shown(value: Any) -> str:
         return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
@@ -326,7 +324,7 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
         choices=("macs", "params", "weight_bits", "bitops"),
         help="cost metric (default macs)",
     )
-    from .search.objectives import DEPRECATED_SCORES, SCORE_DEFAULTS, SCORES
+    from .defaults import DEPRECATED_SCORES, SCORE_DEFAULTS, SCORES
 
     p.add_argument(
         "--score",

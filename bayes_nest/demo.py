@@ -26,7 +26,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ._files import check_writable
-from .data import SPLIT_DEFAULTS, load_dataset
+from .data import load_dataset
+from .defaults import SPLIT_DEFAULTS
 from .outputs import export_subnet
 from .pipeline import ModelSpec, fit
 from .report import format_table, write_report
@@ -41,7 +42,7 @@ SETTINGS = {
 """Network and epochs of the full and the quick demo."""
 RECIPE = {"fn3": {"sandwich": "full"}, "bnnn": {"temperature": 0.5}}
 """Training options of the demo that differ from the library's defaults
-(`bayes_nest.infer.defaults`): FN3 also trains the full network at every step (the sandwich
+(`bayes_nest.defaults`): FN3 also trains the full network at every step (the sandwich
 rule) and the BNNN's Downhill relaxation runs at temperature 0.5; the rest are the defaults."""
 BUDGETS = ("10%", "25%", "50%", "100%")
 """MACs budgets, as shares of the full network's MACs."""

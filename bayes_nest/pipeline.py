@@ -33,9 +33,9 @@ import torch
 from torch import nn
 
 from .data import DataBundle
+from .defaults import DEFAULT_METHOD, DEFAULT_MODEL
 from .infer import predict_probs
 from .infer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .infer.defaults import DEFAULT_METHOD
 from .infer.distributed import DistContext
 from .models import MLP, VGG, ConvNet, ResNet, ResNeXt
 from .pipeline_train import (
@@ -106,7 +106,7 @@ class ModelSpec:
         ``{"hidden": [128, 128], "groups": 16}`` for the MLP (see `bayes_nest.models`).
     """
 
-    name: str = "mlp"
+    name: str = DEFAULT_MODEL
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

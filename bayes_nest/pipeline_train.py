@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from .data import DataBundle
+from .defaults import BNNN_DEFAULTS, FN3_DEFAULTS, defaults_of
 from .infer import FN3Trainer
-from .infer.defaults import BNNN_DEFAULTS, FN3_DEFAULTS, defaults_of
 from .infer.distributed import DistContext, set_epoch, shard_loader
 
 __all__ = [
@@ -70,7 +70,7 @@ def cuda_absence() -> str:
 
 
 def training_options(method: str, given: Mapping[str, Any]) -> dict[str, Any]:
-    """The defaults of ``method`` (`bayes_nest.infer.defaults`, the one source the library, this
+    """The defaults of ``method`` (`bayes_nest.defaults`, the one source the library, this
     function and the command line share) updated by the ``given`` options that are not
     ``None``; a :class:`ValueError` names an unknown option. (``None`` means "the default": FN3
     training without the sandwich rule is ``sandwich="none"``, recorded as the library's

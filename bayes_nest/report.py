@@ -21,8 +21,8 @@ from typing import Any
 from torch import nn
 
 from ._files import temporary_folder
+from .defaults import SCORE_LABELS
 from .nn import axes
-from .search.objectives import SCORE_LABELS
 
 __all__ = [
     "Analysis",
@@ -50,7 +50,7 @@ COLUMNS = (
 
 def score_label(score: str) -> str:
     """How tables and figures label score ``score`` (a name of
-    `bayes_nest.search.objectives.SCORES`; other text is shown as it is)."""
+    `bayes_nest.defaults.SCORES`; other text is shown as it is)."""
     return SCORE_LABELS.get(score, score)
 
 

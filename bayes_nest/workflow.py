@@ -35,9 +35,10 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from ._files import require_file
-from .data import DATASETS, SPLIT_DEFAULTS, DataBundle, Split, corrupt, load_dataset, load_file
+from .data import DATASETS, DataBundle, Split, corrupt, load_dataset, load_file
+from .defaults import SCORE_DEFAULTS, SCORES, SPLIT_DEFAULTS
 from .pipeline import TrainedModel
-from .search.objectives import SCORE_DEFAULTS, SCORES, make_objective, score_name
+from .search.objectives import make_objective, score_name
 
 __all__ = [
     "SCORES",
@@ -295,7 +296,7 @@ def make_score(
 ) -> Callable[[Mapping[str, int]], float]:
     r"""A score ``config -> float`` (higher is better) of sub-networks on ``split``.
 
-    ``score`` is a name of `bayes_nest.search.objectives.SCORES` (the same names as the
+    ``score`` is a name of `bayes_nest.defaults.SCORES` (the same names as the
     searches and the ``--score`` option): ``"accuracy"``; ``"neg_nll"``, $-\mathrm{NLL}$;
     ``"ece_penalized"``, $\mathrm{acc} - w\,\mathrm{ECE}$ with $w$ = ``ece_weight``;
     ``"ece_capped"``, accuracy while the ECE is at most ``max_ece``, else $-\mathrm{ECE}$.

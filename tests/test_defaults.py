@@ -1,5 +1,4 @@
-"""One source for every default: the library's (`bayes_nest.infer.defaults`,
-`bayes_nest.data.SPLIT_DEFAULTS`).
+"""One source for every default: the library's (`bayes_nest.defaults`).
 
 Every option of ``bayes-nest fit`` is compared, for both methods and for the command line and a
 config file, with the default of the library code that consumes it (read from that code's
@@ -8,6 +7,8 @@ option added to the command without an entry in `LIBRARY_SOURCES` fails here.
 """
 
 import inspect
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -15,18 +16,19 @@ import torch
 from bayes_nest import _cli_options as opt
 from bayes_nest import pipeline, pipeline_train, workflow
 from bayes_nest.cli import build_parser
-from bayes_nest.data import SPLIT_DEFAULTS, from_arrays, load_dataset
-from bayes_nest.infer import FN3Trainer, fit_fn3
-from bayes_nest.infer.bnnn import BNNN
-from bayes_nest.infer.bnnn_fit import fit as bnnn_fit
-from bayes_nest.infer.bnnn_predict import predict as bnnn_predict
-from bayes_nest.infer.defaults import (
+from bayes_nest.data import from_arrays, load_dataset
+from bayes_nest.defaults import (
     BNNN_DEFAULTS,
     DEFAULT_METHOD,
     FN3_DEFAULTS,
     METHOD_DEFAULTS,
+    SPLIT_DEFAULTS,
     defaults_of,
 )
+from bayes_nest.infer import FN3Trainer, fit_fn3
+from bayes_nest.infer.bnnn import BNNN
+from bayes_nest.infer.bnnn_fit import fit as bnnn_fit
+from bayes_nest.infer.bnnn_predict import predict as bnnn_predict
 from bayes_nest.infer.distributed_bnnn import fit_bnnn_distributed
 from bayes_nest.infer.distributed_fn3 import DistributedFN3Trainer
 from bayes_nest.infer.ordered_dropout import OrderedDropout
@@ -114,7 +116,7 @@ def sig(fn, name):
 LIBRARY_SOURCES = {
     "data": lambda method: None,
     "method": lambda method: default(pipeline.fit, "method"),
-    "model": lambda method: pipeline.ModelSpec().name,
+    "model": lambda method: pipeline.ModelSpec().name,  # DEFAULT_MODEL
     "init_from": lambda method: default(pipeline.fit, "init"),
     **{
         name: lambda method: "model class default"
@@ -176,7 +178,7 @@ def settings_from(source, method, tmp_path):
 def test_every_fit_option_defaults_to_the_library(name, method, source, tmp_path):
     assert name in LIBRARY_SOURCES, (
         f"option {name!r} of 'bayes-nest fit' has no library source: give it a default in "
-        "bayes_nest.infer.defaults (or the library function it feeds) and list it here"
+        "bayes_nest.defaults (or the library function it feeds) and list it here"
     )
     # the method's own default is seen when no method is named; the others when each is
     settings = settings_from(source, None if name == "method" else method, tmp_path)
@@ -282,3 +284,22 @@ def test_explicit_options_override_the_defaults(tmp_path):
 def test_sandwich_none_named_or_left_out_gives_the_same_options():
     named = pipeline_train.training_options("fn3", {"sandwich": "none"})
     assert named == pipeline_train.training_options("fn3", {}) and named["sandwich"] is None
+
+
+def test_the_old_import_paths_hold_the_same_tables():
+    from bayes_nest import data
+    from bayes_nest.infer import defaults as infer_defaults
+
+    assert infer_defaults.FN3_DEFAULTS is FN3_DEFAULTS
+    assert infer_defaults.BNNN_DEFAULTS is BNNN_DEFAULTS
+    assert data.SPLIT_DEFAULTS is SPLIT_DEFAULTS
+
+
+def test_building_the_command_line_loads_no_torch():
+    """The parser reads every default from `bayes_nest.defaults`, which imports only the
+    standard library: ``bayes-nest --help`` and usage errors stay fast."""
+    code = (
+        "import sys; from bayes_nest.cli import build_parser; build_parser(); "
+        "sys.exit(int('torch' in sys.modules))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

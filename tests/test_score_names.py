@@ -13,15 +13,10 @@ import torch
 
 from bayes_nest import metrics, workflow
 from bayes_nest.cli import UsageError, build_parser, main
+from bayes_nest.defaults import DEPRECATED_SCORES, SCORE_DEFAULTS, SCORE_LABELS, SCORES
 from bayes_nest.pipeline import ModelSpec, fit
 from bayes_nest.report import score_label
-from bayes_nest.search import Evaluator, make_objective, score_name
-from bayes_nest.search.objectives import (
-    DEPRECATED_SCORES,
-    SCORE_DEFAULTS,
-    SCORE_LABELS,
-    SCORES,
-)
+from bayes_nest.search import Evaluator, make_objective, objectives, score_name
 from bayes_nest.testing import assert_close
 
 CONFIG = {"hidden.0": 2}
@@ -64,7 +59,7 @@ def test_the_cli_offers_exactly_the_library_names(command):
 
 
 def test_every_layer_knows_the_same_names():
-    assert workflow.SCORES is SCORES
+    assert workflow.SCORES is SCORES and objectives.SCORES is SCORES
     assert set(SCORE_LABELS) == set(SCORES)
     assert all(score_label(name) == SCORE_LABELS[name] for name in SCORES)
     assert set(DEPRECATED_SCORES.values()) <= set(SCORES)

@@ -14,8 +14,9 @@ known (:func:`load_segmentation`), user arrays (:func:`segmentation_from_arrays`
 files (:func:`load_segmentation_file`).
 """
 
+from ..defaults import SPLIT_DEFAULTS
 from .builtin import DATASETS, load_dataset
-from .bundle import SPLIT_DEFAULTS, DataBundle, Loaders, Split, from_arrays
+from .bundle import DataBundle, Loaders, Split, from_arrays
 from .files import load_file
 from .loading import as_loader, loaders
 from .ood import CORRUPTIONS, HeldOut, corrupt, held_out_classes

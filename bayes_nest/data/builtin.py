@@ -7,8 +7,8 @@ import random
 
 import numpy as np
 
+from ..defaults import SPLIT_DEFAULTS
 from .bundle import (
-    SPLIT_DEFAULTS,
     DataBundle,
     from_arrays,
 )

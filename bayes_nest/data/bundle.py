@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -14,11 +13,7 @@ from torch.utils.data import (
     DataLoader,
 )
 
-SPLIT_DEFAULTS = MappingProxyType({"seed": 0, "val_fraction": 0.1, "test_fraction": 0.2})
-"""The one source of the default train/validation/test split: the seed of the shuffle and the
-shares of the examples held out for validation and test (the rest trains). Every loader
-(`from_arrays`, `load_dataset`, `bayes_nest.workflow.load_data`) and the ``bayes-nest fit``
-options ``--split-seed``, ``--val-fraction`` and ``--test-fraction`` default to it."""
+from ..defaults import SPLIT_DEFAULTS
 
 _STANDARDIZE = ("feature", "global", None)
 _MIN_STD = 1e-8

@@ -59,7 +59,7 @@ class FN3Trainer:
     optimizer : Optimizer or callable, optional
         An optimizer over ``module``'s parameters, or a factory ``params -> Optimizer`` (e.g.
         ``functools.partial(torch.optim.SGD, lr=0.1)``). Default: Adam with learning rate
-        ``FN3_DEFAULTS["lr"]`` (3e-3, `bayes_nest.infer.defaults`).
+        ``FN3_DEFAULTS["lr"]`` (3e-3, `bayes_nest.defaults`).
     scheduler : LR scheduler or callable, optional
         A scheduler of that optimizer or a factory ``optimizer -> scheduler``, stepped every
         epoch (``scheduler_interval="epoch"``, ``ReduceLROnPlateau`` gets the validation loss,

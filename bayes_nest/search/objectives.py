@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from .. import metrics
+from ..defaults import DEPRECATED_SCORES, SCORE_DEFAULTS, SCORE_LABELS, SCORES
 from ..subnet._trace import eval_mode
 from ..subnet.config import use, validate_config
 from ..subnet.recalibrate import recalibrate_batchnorm
@@ -64,22 +65,8 @@ __all__ = [
 ]
 
 Objective = Callable[[torch.Tensor, torch.Tensor], float]
-SCORES = ("accuracy", "neg_nll", "ece_penalized", "ece_capped")
-"""The score names every layer of the package accepts (see the module docstring)."""
 OBJECTIVES = SCORES
 """Another name of :data:`SCORES`."""
-SCORE_LABELS = {
-    "accuracy": "accuracy",
-    "neg_nll": "-NLL",
-    "ece_penalized": "accuracy - w*ECE",
-    "ece_capped": "accuracy, ECE-capped",
-}
-"""How reports and tables label each score."""
-SCORE_DEFAULTS = {"ece_weight": 1.0, "max_ece": 0.05, "n_bins": 15}
-"""Default settings of the scores: ECE weight :math:`w`, ECE ceiling and ECE bins."""
-DEPRECATED_SCORES = {"nll": "neg_nll", "ece-penalised": "ece_penalized"}
-"""Spellings of earlier releases and the names that replace them (accepted with a
-`FutureWarning` until the next release)."""
 
 
 def score_name(name: str) -> str:
