@@ -55,18 +55,19 @@ def fast_path_applies(model: Any, guide: Any) -> bool:
 
 
 def _draw(loc, scale, post_loc=None, post_scale=None) -> torch.Tensor:
-    """``Normal(loc, scale).rsample()`` as the guide draws it; under an active local
-    reparameterization (which never reads the drawn weight, only the Normal it came from: the
-    posterior's ``(post_loc, post_scale)`` for a NestedNormal, as the handler records) only the
-    noise is drawn, keeping the random stream aligned with Pyro's, and stands for the value."""
+    """``Normal(loc, scale).rsample()`` as the guide draws it, remembered by an active local
+    reparameterization with the posterior's ``(post_loc, post_scale)`` for a NestedNormal (as
+    the handler records it). The value itself is still needed there: a layer with a weight
+    transform (a quantizer) uses the drawn weight."""
+    value = loc + scale * torch.randn_like(loc)
     handler = local_reparam.active()
-    if handler is None:
-        return loc + scale * torch.randn_like(loc)
-    noise = torch.randn_like(loc)
-    handler.remember(
-        noise, loc if post_loc is None else post_loc, scale if post_scale is None else post_scale
-    )
-    return noise
+    if handler is not None:
+        handler.remember(
+            value,
+            loc if post_loc is None else post_loc,
+            scale if post_scale is None else post_scale,
+        )
+    return value
 
 
 def _particle(
@@ -91,16 +92,12 @@ def _particle(
             b = None if b_loc is None else _draw(b_loc, b_scale)
             weight_kl.append(per_unit_normal_kl(w_loc, w_scale, b_loc, b_scale, m0, s0).sum())
         else:
-            if local_reparam.active() is not None:  # the effective Normal is never read
-                w = _draw(w_loc, w_scale)
-                b = None if b_loc is None else _draw(b_loc, b_scale)
-            else:
-                rows = row_keep(site, block_mask)
-                keep = rows.view(-1, *([1] * (w_loc.dim() - 1)))
-                w = _draw(*NestedNormal.effective(w_loc, w_scale, m0, s0, keep))
-                b = None
-                if b_loc is not None:
-                    b = _draw(*NestedNormal.effective(b_loc, b_scale, m0, s0, rows))
+            rows = row_keep(site, block_mask)
+            keep = rows.view(-1, *([1] * (w_loc.dim() - 1)))
+            w = _draw(*NestedNormal.effective(w_loc, w_scale, m0, s0, keep), w_loc, w_scale)
+            b = None
+            if b_loc is not None:
+                b = _draw(*NestedNormal.effective(b_loc, b_scale, m0, s0, rows), b_loc, b_scale)
             weights_of_blocks = marginals[site.axis] if rao_blackwellized else block_mask
             weight_kl.append(
                 block_weighted_normal_kl(

@@ -141,6 +141,26 @@ def test_fast_elbo_equals_trace_mean_field_in_value_and_gradient(local_reparam, 
         assert_close(g, e, scale=100)
 
 
+def test_fast_elbo_on_a_bit_nested_network_uses_the_drawn_weights_in_the_quantizer():
+    torch.manual_seed(0)
+    bnnn = BNNN(MLP(12, [16], 4, groups=4, bits=4), init_scale=0.1)
+    x, y = torch.randn(6, 12), torch.randint(0, 4, (6,))
+    assert fast_path_applies(bnnn.model, bnnn.guide)
+    params = list(bnnn.parameters())
+    pyro.set_rng_seed(4)
+    with local_reparameterization():
+        reference = TraceMeanField_ELBO().differentiable_loss(bnnn.model, bnnn.guide, x, y)
+    expected = torch.autograd.grad(reference, params, allow_unused=True)
+    pyro.set_rng_seed(4)
+    fast = NestedMeanFieldELBO().differentiable_loss(bnnn.model, bnnn.guide, x, y)
+    got = torch.autograd.grad(fast, params, allow_unused=True)
+    assert_close(fast, reference, scale=100)
+    for g, e in zip(got, expected, strict=True):
+        assert (g is None) == (e is None)
+        if g is not None:
+            assert_close(g, e, scale=100)
+
+
 def test_fast_elbo_on_a_conv_network_and_its_rao_blackwellized_variant():
     torch.manual_seed(0)
     bnnn = BNNN(ConvNet(4, 1, (4, 8), hidden=8, groups=4), init_scale=0.1)
