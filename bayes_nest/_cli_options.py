@@ -318,13 +318,14 @@ def add_selection(p: argparse.ArgumentParser, multiple: bool) -> None:
 
 
 def add_search_options(p: argparse.ArgumentParser) -> None:
+    from .defaults import DEFAULT_COST, DEPRECATED_SCORES, SCORE_DEFAULTS, SCORES
+
     p.add_argument(
         "--cost",
-        default="macs",
+        default=DEFAULT_COST,
         choices=("macs", "params", "weight_bits", "bitops"),
-        help="cost metric (default macs)",
+        help=f"cost metric (default {DEFAULT_COST})",
     )
-    from .defaults import DEPRECATED_SCORES, SCORE_DEFAULTS, SCORES
 
     p.add_argument(
         "--score",

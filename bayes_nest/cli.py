@@ -15,14 +15,14 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from . import __version__
+from . import __version__, defaults
 from . import _cli_options as opt
 from ._cli_fit import JobError, Reported, add_launch_options, job_rank, report_error
 
 __all__ = ["build_parser", "main"]
 
 PROG = "bayes-nest"
-DEFAULT_BUDGETS = "10%,25%,50%,100%"
+DEFAULT_BUDGETS = ",".join(defaults.DEFAULT_BUDGETS)
 USER_ERRORS = (ValueError, TypeError, KeyError, OSError, ImportError, FloatingPointError)
 
 
@@ -104,9 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_selection(p, multiple=True)
     p.add_argument(
         "--ood",
-        default="gaussian_noise",
+        default=defaults.DEFAULT_OOD,
         type=opt.ood_kind,
-        help="corruption for OOD inputs, or 'none' (default gaussian_noise)",
+        help=f"corruption for OOD inputs, or 'none' (default {defaults.DEFAULT_OOD})",
     )
     p.add_argument("--samples", type=opt.positive_int, help="posterior samples (BNNN)")
     p.add_argument("--json", dest="json_out", help="also write the metrics to this JSON file")

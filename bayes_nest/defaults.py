@@ -37,8 +37,11 @@ from typing import Any
 
 __all__ = [
     "BNNN_DEFAULTS",
+    "DEFAULT_BUDGETS",
+    "DEFAULT_COST",
     "DEFAULT_METHOD",
     "DEFAULT_MODEL",
+    "DEFAULT_OOD",
     "DEPRECATED_SCORES",
     "FN3_DEFAULTS",
     "METHOD_DEFAULTS",
@@ -105,6 +108,15 @@ examples held out for validation and test (the rest trains). Every loader
 (`bayes_nest.data.from_arrays`, `bayes_nest.data.load_dataset`,
 `bayes_nest.workflow.load_data`) and the ``bayes-nest fit`` options ``--split-seed``,
 ``--val-fraction`` and ``--test-fraction`` default to it."""
+
+DEFAULT_COST = "macs"
+"""The cost metric of searches, fronts and reports (`bayes_nest.workflow.search_front`,
+`bayes_nest.workflow.analyse`, ``--cost``)."""
+DEFAULT_OOD = "gaussian_noise"
+"""The corruption that makes out-of-distribution inputs for the OOD AUROC of an evaluation
+(`bayes_nest.workflow.evaluate_config`, `bayes_nest.workflow.analyse`, ``--ood``)."""
+DEFAULT_BUDGETS = ("10%", "25%", "50%", "100%")
+"""Budgets of a report, as shares of the full network's cost (the demo, ``bayes-nest report``)."""
 
 SCORES = ("accuracy", "neg_nll", "ece_penalized", "ece_capped")
 """The score names every layer accepts, the first the default; their meaning is defined by

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from ._files import check_writable
 from .data import load_dataset
-from .defaults import SPLIT_DEFAULTS
+from .defaults import DEFAULT_BUDGETS, SPLIT_DEFAULTS
 from .outputs import export_subnet
 from .pipeline import ModelSpec, fit
 from .report import format_table, write_report
@@ -44,7 +44,7 @@ RECIPE = {"fn3": {"sandwich": "full"}, "bnnn": {"temperature": 0.5}}
 """Training options of the demo that differ from the library's defaults
 (`bayes_nest.defaults`): FN3 also trains the full network at every step (the sandwich
 rule) and the BNNN's Downhill relaxation runs at temperature 0.5; the rest are the defaults."""
-BUDGETS = ("10%", "25%", "50%", "100%")
+BUDGETS = DEFAULT_BUDGETS
 """MACs budgets, as shares of the full network's MACs."""
 EXPORT_BUDGET = "25%"
 """Budget whose chosen sub-networks are exported."""

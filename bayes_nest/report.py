@@ -21,7 +21,7 @@ from typing import Any
 from torch import nn
 
 from ._files import temporary_folder
-from .defaults import SCORE_LABELS
+from .defaults import DEFAULT_COST, SCORE_LABELS
 from .nn import axes
 
 __all__ = [
@@ -159,7 +159,7 @@ class Analysis:
     front: Any
     rows: list[dict[str, Any]]
     probs: list[tuple[Any, Any]] = field(default_factory=list)
-    cost: str = "macs"
+    cost: str = DEFAULT_COST
     score: str = "accuracy"
 
 

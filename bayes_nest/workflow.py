@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from . import metrics
 from ._files import require_file
 from .data import DATASETS, DataBundle, Split, corrupt, load_dataset, load_file
-from .defaults import SCORE_DEFAULTS, SCORES, SPLIT_DEFAULTS
+from .defaults import DEFAULT_COST, DEFAULT_OOD, SCORE_DEFAULTS, SCORES, SPLIT_DEFAULTS
 from .pipeline import TrainedModel
 from .search.objectives import make_objective, score_name
 
@@ -196,7 +196,7 @@ def evaluate_config(
     split: Split,
     config: Mapping[str, int] | None = None,
     *,
-    ood: str | None = "gaussian_noise",
+    ood: str | None = DEFAULT_OOD,
     num_samples: int | None = None,
     seed: int = 0,
     n_bins: int = 15,
@@ -324,7 +324,7 @@ def search_front(
     model: TrainedModel,
     split: Split,
     *,
-    cost: str = "macs",
+    cost: str = DEFAULT_COST,
     score: str = "accuracy",
     ece_weight: float = SCORE_DEFAULTS["ece_weight"],
     max_ece: float = SCORE_DEFAULTS["max_ece"],
@@ -454,11 +454,11 @@ def analyse(
     *,
     label: str,
     budgets: Sequence[float | str],
-    cost: str = "macs",
+    cost: str = DEFAULT_COST,
     score: str = "accuracy",
     ece_weight: float = SCORE_DEFAULTS["ece_weight"],
     max_ece: float = SCORE_DEFAULTS["max_ece"],
-    ood: str | None = "gaussian_noise",
+    ood: str | None = DEFAULT_OOD,
     num_samples: int | None = None,
     progress: bool = True,
     front: Any = None,

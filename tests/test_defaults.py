@@ -14,11 +14,18 @@ import pytest
 import torch
 
 from bayes_nest import _cli_options as opt
-from bayes_nest import pipeline, pipeline_train, workflow
+from bayes_nest import cli, demo, pipeline, pipeline_train, workflow
 from bayes_nest.cli import build_parser
-from bayes_nest.data import from_arrays, load_dataset
+from bayes_nest.data import (
+    from_arrays,
+    load_dataset,
+    load_segmentation,
+    segmentation_from_arrays,
+)
 from bayes_nest.defaults import (
     BNNN_DEFAULTS,
+    DEFAULT_BUDGETS,
+    DEFAULT_COST,
     DEFAULT_METHOD,
     FN3_DEFAULTS,
     METHOD_DEFAULTS,
@@ -34,6 +41,8 @@ from bayes_nest.infer.distributed_fn3 import DistributedFN3Trainer
 from bayes_nest.infer.ordered_dropout import OrderedDropout
 from bayes_nest.infer.vou import VariationalOrderingUnit
 from bayes_nest.models import MLP
+from bayes_nest.outputs import export_subnet
+from bayes_nest.subnet import COST_METRICS
 from bayes_nest.testing import assert_close
 
 METHODS = tuple(METHOD_DEFAULTS)
@@ -231,7 +240,10 @@ def test_every_library_entry_point_takes_the_same_default(fn, parameter, key, ta
     assert default(fn, parameter) == table_[key]
 
 
-@pytest.mark.parametrize("fn", [from_arrays, load_dataset, workflow.load_data])
+@pytest.mark.parametrize(
+    "fn",
+    [from_arrays, load_dataset, workflow.load_data, segmentation_from_arrays, load_segmentation],
+)
 @pytest.mark.parametrize("name", sorted(SPLIT_DEFAULTS))
 def test_every_loader_takes_the_same_split_defaults(fn, name):
     assert default(fn, name) == SPLIT_DEFAULTS[name]
@@ -303,3 +315,86 @@ def test_building_the_command_line_loads_no_torch():
         "sys.exit(int('torch' in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+# ----------------------------------------------------------------------------- every command
+
+COMMAND_SOURCES = {
+    ("demo", "out"): lambda: default(demo.run_demo, "out"),
+    ("demo", "seed"): lambda: default(demo.run_demo, "seed"),
+    ("demo", "quick"): lambda: default(demo.run_demo, "quick"),
+    ("demo", "force"): lambda: default(demo.run_demo, "force"),
+    ("evaluate", "ood"): lambda: default(workflow.evaluate_config, "ood"),
+    ("evaluate", "samples"): lambda: default(workflow.evaluate_config, "num_samples"),
+    ("search", "cost"): lambda: default(workflow.search_front, "cost"),
+    ("search", "score"): lambda: default(workflow.search_front, "score"),
+    ("search", "ece_weight"): lambda: default(workflow.search_front, "ece_weight"),
+    ("search", "max_ece"): lambda: default(workflow.search_front, "max_ece"),
+    ("search", "samples"): lambda: default(workflow.search_front, "num_samples"),
+    ("report", "cost"): lambda: default(workflow.analyse, "cost"),
+    ("report", "score"): lambda: default(workflow.analyse, "score"),
+    ("report", "ece_weight"): lambda: default(workflow.analyse, "ece_weight"),
+    ("report", "max_ece"): lambda: default(workflow.analyse, "max_ece"),
+    ("report", "samples"): lambda: default(workflow.analyse, "num_samples"),
+    ("export", "onnx"): lambda: default(export_subnet, "onnx"),
+    ("fit", "amp"): lambda: default(pipeline.fit, "amp") or None,  # False: none
+    ("fit", "checkpoint"): lambda: default(pipeline.fit, "checkpoint_path"),
+    ("fit", "resume"): lambda: default(pipeline.fit, "resume"),
+}
+"""Options of the other commands (and fit's launch options) whose default a library function
+also has."""
+
+COMMAND_ONLY = {
+    "no_progress": "progress bars are on by default everywhere (progress=True)",
+    "threads": "torch's own thread choice unless given",
+    "debug": "a command-line matter (tracebacks)",
+    "force": "commands never replace files unless told",
+    "out": "where the command writes (required)",
+    "data": "the data the command reads (required)",
+    "checkpoint": "the model file the command reads (required)",
+    "checkpoints": "the model files the command reads (required)",
+    "config": "an optional file of options",
+    "model_option": "extra model keywords, none unless given",
+    "label_column": "data loading of a CSV file, as for fit",
+    "subnet": "the sub-networks to use, none unless given",
+    "front": "a front file, none unless given",
+    "budget": "budgets, none unless given",
+    "json_out": "an extra output file, none unless given",
+    "split": "the command's role: search on validation data, evaluate on test data",
+    "device": "the command line trains on CUDA when available (the library on the CPU)",
+    "backend": "chosen from the device (nccl on CUDA, gloo on the CPU)",
+    "distributed": "automatic under torchrun",
+    "budgets": "DEFAULT_BUDGETS, checked below",
+}
+"""Options without a library counterpart, with the reason."""
+
+
+def command_options():
+    parser = build_parser()
+    for command, sub in parser._subparsers._group_actions[0].choices.items():
+        for action in sub._actions:
+            if action.dest != "help":
+                yield command, action.dest, action.default
+
+
+@pytest.mark.parametrize(
+    ("command", "dest", "cli_default"), list(command_options()), ids=lambda v: str(v)
+)
+def test_every_command_option_defaults_to_the_library(command, dest, cli_default):
+    if command == "fit" and dest in opt.FIT_OPTIONS:
+        assert cli_default is None  # the default comes later, from the library (see above)
+        return
+    if (command, dest) in COMMAND_SOURCES:
+        assert cli_default == COMMAND_SOURCES[(command, dest)]()
+        return
+    assert dest in COMMAND_ONLY, (
+        f"option {dest!r} of 'bayes-nest {command}' has neither a library source nor a reason "
+        "to have none: list it in COMMAND_SOURCES or COMMAND_ONLY"
+    )
+
+
+def test_report_budgets_and_cost_choices_are_the_library_ones():
+    assert cli.DEFAULT_BUDGETS.split(",") == list(DEFAULT_BUDGETS) == list(demo.BUDGETS)
+    sub = build_parser()._subparsers._group_actions[0].choices["search"]
+    (cost,) = [a for a in sub._actions if a.dest == "cost"]
+    assert set(cost.choices) == set(COST_METRICS) and cost.default == DEFAULT_COST

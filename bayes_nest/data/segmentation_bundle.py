@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..defaults import SPLIT_DEFAULTS
 from .bundle import _check_fraction, _split_indices
 from .segmentation import LesionTruth, check_segmentation_arrays, make_lesions
 
@@ -98,9 +99,9 @@ def segmentation_from_arrays(
     masks: Any,
     *,
     name: str = "custom",
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
+    seed: int = SPLIT_DEFAULTS["seed"],
+    val_fraction: float = SPLIT_DEFAULTS["val_fraction"],
+    test_fraction: float = SPLIT_DEFAULTS["test_fraction"],
     standardize: str | None = "channel",
     truth: LesionTruth | None = None,
 ) -> SegmentationBundle:
@@ -169,9 +170,9 @@ def load_segmentation(
     num_images: int = 1000,
     size: int = 32,
     annotators: int = 4,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
+    seed: int = SPLIT_DEFAULTS["seed"],
+    val_fraction: float = SPLIT_DEFAULTS["val_fraction"],
+    test_fraction: float = SPLIT_DEFAULTS["test_fraction"],
 ) -> SegmentationBundle:
     """The built-in ambiguous lesion-segmentation set, generated offline.
 
