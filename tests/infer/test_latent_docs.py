@@ -41,6 +41,7 @@ def test_ordered_vae_example_orders_the_keep_marginals():
     exec(compile(_blocks()[1], str(PAGE), "exec"), scope)
     marginals = scope["unit"].keep_marginals(scope["x"]).mean(0).detach().numpy()
     assert np.all(np.diff(marginals) < 0)
+    assert np.all(np.diff(scope["summary"]["mean"].to_numpy()) < 0)
 
 
 @pytest.mark.slow
