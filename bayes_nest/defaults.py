@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULT_METHOD",
     "DEFAULT_MODEL",
     "DEFAULT_OOD",
+    "MASK_SITE_TEMPERATURE",
     "DEPRECATED_SCORES",
     "FN3_DEFAULTS",
     "METHOD_DEFAULTS",
@@ -92,6 +93,11 @@ METHOD_DEFAULTS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
     {"fn3": FN3_DEFAULTS, "bnnn": BNNN_DEFAULTS}
 )
 """The defaults of each training method by name."""
+
+MASK_SITE_TEMPERATURE = 0.5
+r"""Temperature :math:`\tau` of the Downhill mask sites of a nested network written as a Pyro
+model (`bayes_nest.infer.masks.mask_priors`, `bayes_nest.infer.OrderedDropout.sample_sites`);
+the BNNN's variational ordering units relax at ``BNNN_DEFAULTS["temperature"]``."""
 
 DEFAULT_METHOD = "fn3"
 """The training method of `bayes_nest.pipeline.fit` and ``bayes-nest fit`` when none is named."""

@@ -28,6 +28,7 @@ from bayes_nest.defaults import (
     DEFAULT_COST,
     DEFAULT_METHOD,
     FN3_DEFAULTS,
+    MASK_SITE_TEMPERATURE,
     METHOD_DEFAULTS,
     SPLIT_DEFAULTS,
     defaults_of,
@@ -38,6 +39,7 @@ from bayes_nest.infer.bnnn_fit import fit as bnnn_fit
 from bayes_nest.infer.bnnn_predict import predict as bnnn_predict
 from bayes_nest.infer.distributed_bnnn import fit_bnnn_distributed
 from bayes_nest.infer.distributed_fn3 import DistributedFN3Trainer
+from bayes_nest.infer.masks import mask_prior, mask_priors
 from bayes_nest.infer.ordered_dropout import OrderedDropout
 from bayes_nest.infer.vou import VariationalOrderingUnit
 from bayes_nest.models import MLP
@@ -46,6 +48,7 @@ from bayes_nest.subnet import COST_METRICS
 from bayes_nest.testing import assert_close
 
 METHODS = tuple(METHOD_DEFAULTS)
+MASK_SITES = {"mask_site_temperature": MASK_SITE_TEMPERATURE}
 
 
 def default(fn, name):
@@ -233,6 +236,11 @@ def test_every_fit_option_defaults_to_the_library(name, method, source, tmp_path
         (fit_bnnn_distributed, "batch_size", "batch_size", BNNN_DEFAULTS),
         (VariationalOrderingUnit, "init_keep_prob", "init_keep_prob", BNNN_DEFAULTS),
         (VariationalOrderingUnit, "temperature", "temperature", BNNN_DEFAULTS),
+        (mask_prior, "keep_prob", "keep_prob", BNNN_DEFAULTS),
+        (mask_priors, "keep_prob", "keep_prob", BNNN_DEFAULTS),
+        (mask_prior, "temperature", "mask_site_temperature", MASK_SITES),
+        (mask_priors, "temperature", "mask_site_temperature", MASK_SITES),
+        (OrderedDropout, "temperature", "mask_site_temperature", MASK_SITES),
     ],
     ids=lambda v: getattr(v, "__qualname__", None) if callable(v) else None,
 )

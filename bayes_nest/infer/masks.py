@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
+from ..defaults import BNNN_DEFAULTS, MASK_SITE_TEMPERATURE
 from ..nn.axis import Axis, axes, full_block_mask, set_masks
 
 __all__ = ["mask_prior", "mask_priors", "sample_mask_sites"]
@@ -23,9 +24,9 @@ __all__ = ["mask_prior", "mask_priors", "sample_mask_sites"]
 
 def mask_prior(
     axis: Axis,
-    keep_prob: float = 0.95,
+    keep_prob: float = BNNN_DEFAULTS["keep_prob"],
     *,
-    temperature: float = 0.5,
+    temperature: float = MASK_SITE_TEMPERATURE,
     straight_through: bool = True,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
@@ -48,21 +49,26 @@ def mask_prior(
 
 def mask_priors(
     module: nn.Module,
-    keep_prob: float | Mapping[str, float] = 0.95,
+    keep_prob: float | Mapping[str, float] = BNNN_DEFAULTS["keep_prob"],
     *,
-    temperature: float = 0.5,
+    temperature: float = MASK_SITE_TEMPERATURE,
     straight_through: bool = True,
     device: torch.device | str | None = None,
 ) -> dict[str, Distribution]:
     """Prior of every axis of ``module`` that has orderable blocks.
 
-    ``keep_prob`` is one π for all axes or a mapping axis name -> π (missing axes use 0.95).
+    ``keep_prob`` is one π for all axes or a mapping axis name -> π (missing axes use
+    ``BNNN_DEFAULTS["keep_prob"]``, 0.95).
     """
     priors = {}
     for name, axis in axes(module).items():
         if axis.orderable == 0:
             continue
-        pi = keep_prob.get(name, 0.95) if isinstance(keep_prob, Mapping) else keep_prob
+        pi = (
+            keep_prob.get(name, BNNN_DEFAULTS["keep_prob"])
+            if isinstance(keep_prob, Mapping)
+            else keep_prob
+        )
         priors[name] = mask_prior(
             axis, pi, temperature=temperature, straight_through=straight_through, device=device
         )

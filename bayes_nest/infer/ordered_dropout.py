@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..defaults import MASK_SITE_TEMPERATURE
 from ..distributions import KeepCount
 from ..nn.axis import AXIS_KINDS, Axis, axes, axis_owners
 from .defaults import FN3_DEFAULTS
@@ -190,7 +191,7 @@ class OrderedDropout:
         sandwich: str | None = FN3_DEFAULTS["sandwich"],
         coupling: str | None = None,
         seed: int | None = None,
-        temperature: float = 0.5,
+        temperature: float = MASK_SITE_TEMPERATURE,
     ) -> None:
         if not isinstance(module, nn.Module):
             raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
