@@ -104,8 +104,8 @@ def option_default(name: str, method: str | None = None) -> Any:
     Everything comes from `bayes_nest.defaults` (which loads no torch, so building the parser
     stays fast): training options from the table of ``method`` (``None``: the default
     method), split options from ``SPLIT_DEFAULTS``, ``--method`` from ``DEFAULT_METHOD`` and
-    ``--model`` from ``DEFAULT_MODEL``. Model
-    options default to ``None``: the architecture's own keyword defaults apply.
+    ``--model`` from ``DEFAULT_MODEL``. Model options default to ``None``: the architecture's
+    own keyword defaults apply.
 
     Raises
     ------
