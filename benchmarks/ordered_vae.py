@@ -1,6 +1,6 @@
 """Ordered VAE on digits: one nested VAE truncated to k latents against a VAE trained with k latents.
 
-Protocol (pre-registered, version 1): ``benchmarks/protocols/ordered_vae.md``.
+Protocol (pre-registered, version 2): ``benchmarks/protocols/ordered_vae.md``.
 
 Claim: a VAE whose latent dimensions carry a nested prior (the recipe of
 :mod:`bayes_nest.infer.latent`: a per-example keep count, an amortized ordering unit, the keep
@@ -52,10 +52,10 @@ from bayes_nest._bench import benchmark_args, print_table, write_result
 from bayes_nest.infer.latent import AmortizedOrderingUnit, masked_normal, nested_mask
 from bayes_nest.infer.latent_checks import fit_latent
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 RESULTS = Path(__file__).resolve().parent / "results"
 LATENT, HIDDEN, BATCH, LR, KEEP_PROB, MAX_KEEP_PROB = 8, 128, 128, 3e-3, 0.8, 0.6
-FULL = {"seeds": [0, 1, 2], "steps": 4000, "ks": list(range(1, LATENT + 1))}
+FULL = {"seeds": [0, 1, 2], "steps": 8000, "ks": list(range(1, LATENT + 1))}
 QUICK = {"seeds": [0], "steps": 300, "ks": [1, 2, 4]}
 EVAL_SAMPLES, VAL_SAMPLES, VAL_EVERY = 16, 4, 250
 

@@ -25,21 +25,16 @@ fitted with ``TraceEnum_ELBO`` (see :func:`nested_elbo`): the default ``"count"`
 expectation over the :math:`L + 1` prefixes is exact and the keep probabilities get exact
 gradients.
 
-Two design points matter, each measured on ordered PPCA (``examples/pca_downhill.py``):
+Two design points, each measured on ordered PPCA (``examples/pca_downhill.py``):
 
-* **The posterior of a dropped dimension is its prior.** :func:`masked_normal` gives kept
-  dimensions the encoder's :math:`\mathcal N(\mu_k, s_k^2)` and dropped ones :math:`\mathcal
-  N(0, 1)`, so the latent KL is paid only for kept dimensions:
-  :math:`\mathrm{KL}_z = \sum_k m_k \mathrm{KL}(\mathcal N(\mu_k, s_k^2) \,\|\, \mathcal N(0,1))`.
-  With an unmasked guide a rarely kept dimension pays its KL always and gains only when kept, so
-  it collapses.
-* **Capped keep probabilities.** The ordering units learn conditional keep probabilities
-  :math:`\beta_k = \beta_{\max}\,\sigma(\ell_k) < \beta_{\max}` (``max_keep_prob``, default
-  0.95). Uncapped, the posterior keep probabilities of every useful dimension rise to 1, the
-  prefixes shorter than the useful count vanish from the objective and nothing rewards the
-  order any more (the learned directions end up as an arbitrary rotation of the principal
-  subspace). With the cap every prefix keeps a weight of at least :math:`1 - \beta_{\max}` of the
-  remaining mass, while unneeded dimensions can still be switched off (:math:`\beta_k \to 0`).
+* **The posterior of a dropped dimension is its prior** (:func:`masked_normal`), so the latent
+  KL is paid only for kept dimensions; otherwise a rarely kept dimension pays its KL always,
+  gains only when kept, and collapses.
+* **Capped keep probabilities** :math:`\beta_k = \beta_{\max,k}\,\sigma(\ell_k)`
+  (``max_keep_prob``). Uncapped, the keep probabilities of every useful dimension rise to 1,
+  the shorter prefixes vanish from the objective and nothing rewards the order any more (the
+  leading directions end up as a rotation of the principal subspace). Dimensions the data does
+  not need still go unused: their loadings go to zero.
 
 Guard rails (:func:`~bayes_nest.infer.latent_checks.check_guide`) refuse the guide/ELBO pairs
 that diverge on relaxed mask sites and warn about the ones that do not order.
@@ -48,6 +43,7 @@ that diverge on relaxed mask sites and warn about the ones that do not order.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -97,6 +93,25 @@ def _check_temperature(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ValueError(f"temperature must be a positive float, got {value!r}")
     return float(value)
+
+
+def _cap_profile(cap: object, orderable: int) -> torch.Tensor | None:
+    r"""The caps :math:`\beta_{\max, k}`, shape ``(D,)``: a float for every dimension,
+    ``"uniform"`` for :math:`(D - k + 1) / (D - k + 2)` (every prefix equally likely when all
+    keep probabilities sit at their caps), or one value per dimension."""
+    if cap is None:
+        return None
+    if isinstance(cap, str):
+        if cap != "uniform":
+            raise ValueError(f"max_keep_prob must be a float, a sequence or 'uniform', got {cap!r}")
+        k = torch.arange(1, orderable + 1, dtype=torch.float64)
+        return ((orderable - k + 1) / (orderable - k + 2)).float()
+    if isinstance(cap, int | float):
+        return torch.full((orderable,), _check_prob(cap, "max_keep_prob"))
+    values = torch.as_tensor(cap, dtype=torch.float32)
+    if values.shape != (orderable,) or not bool(((values > 0) & (values < 1)).all()):
+        raise ValueError(f"max_keep_prob must hold {orderable} values in (0, 1), got {cap!r}")
+    return values
 
 
 def _orderable(dim: int, always_on: int) -> int:
@@ -229,7 +244,7 @@ class _OrderingUnit(nn.Module):
         dim: int,
         *,
         always_on: int,
-        max_keep_prob: float | None,
+        max_keep_prob: float | str | Sequence[float] | None,
         site: str,
         temperature: float,
     ) -> None:
@@ -240,9 +255,9 @@ class _OrderingUnit(nn.Module):
         self.dim = dim
         self.always_on = always_on
         self.orderable = _orderable(dim, always_on)
-        self.max_keep_prob = (
-            None if max_keep_prob is None else _check_prob(max_keep_prob, "max_keep_prob")
-        )
+        self.max_keep_prob = max_keep_prob
+        cap = _cap_profile(max_keep_prob, self.orderable)
+        self.register_buffer("cap", cap)
         self.site = _check_site(site)
         self.temperature = _check_temperature(temperature)
 
@@ -252,9 +267,9 @@ class _OrderingUnit(nn.Module):
     def keep_logits(self, *args: torch.Tensor) -> torch.Tensor:
         r"""Logits of the capped conditional keep probabilities, shape ``batch + (D,)``."""
         raw = self.raw_logits(*args)
-        if self.max_keep_prob is None:
+        if self.cap is None:
             return raw
-        log_keep = math.log(self.max_keep_prob) + F.logsigmoid(raw)
+        log_keep = torch.log(self.cap) + F.logsigmoid(raw)
         return log_keep - torch.log1p(-torch.exp(log_keep))
 
     def keep_probs(self, *args: torch.Tensor) -> torch.Tensor:
@@ -304,10 +319,13 @@ class OrderingUnit(_OrderingUnit):
         Latent dimensions :math:`L` (as in :func:`nested_mask`).
     always_on : int
         As in :func:`nested_mask`.
-    init_keep_prob : float
-        Initial :math:`\beta_k` (below ``max_keep_prob``).
-    max_keep_prob : float or None
-        The cap :math:`\beta_{\max}` (default 0.95); ``None`` lifts it (then the keep
+    init_keep_prob : float, optional
+        Initial :math:`\beta_k`, below every cap; default the smaller of 0.9 and 95 % of
+        each cap.
+    max_keep_prob : float, "uniform", sequence of float, or None
+        The cap :math:`\beta_{\max}` (default 0.95), one per dimension, or ``"uniform"``:
+        :math:`\beta_{\max,k} = (D - k + 1)/(D - k + 2)`, under which every prefix is equally
+        likely when all keep probabilities sit at their caps. ``None`` lifts it (then the keep
         probabilities of useful dimensions rise to 1 and the order is lost, see the module notes).
     site : {"count", "relaxed"}
         Must match the model's site.
@@ -321,8 +339,8 @@ class OrderingUnit(_OrderingUnit):
         dim: int,
         *,
         always_on: int = 0,
-        init_keep_prob: float = 0.9,
-        max_keep_prob: float | None = 0.95,
+        init_keep_prob: float | None = None,
+        max_keep_prob: float | str | Sequence[float] | None = 0.95,
         site: str = "count",
         temperature: float = 0.5,
     ) -> None:
@@ -334,12 +352,17 @@ class OrderingUnit(_OrderingUnit):
             site=site,
             temperature=temperature,
         )
-        init = _check_prob(init_keep_prob, "init_keep_prob")
-        cap = 1.0 if self.max_keep_prob is None else self.max_keep_prob
-        if init >= cap:
-            raise ValueError(f"init_keep_prob ({init}) must be below max_keep_prob ({cap})")
-        raw = math.log(init / cap) - math.log1p(-init / cap)
-        self.logits = nn.Parameter(torch.full((self.orderable,), raw))
+        cap = torch.ones(self.orderable) if self.cap is None else self.cap
+        if init_keep_prob is None:
+            init = torch.clamp(0.95 * cap, max=0.9)
+        else:
+            init = torch.full_like(cap, _check_prob(init_keep_prob, "init_keep_prob"))
+            if bool((init >= cap).any()):
+                raise ValueError(
+                    f"init_keep_prob ({init_keep_prob}) must be below max_keep_prob "
+                    f"({self.max_keep_prob})"
+                )
+        self.logits = nn.Parameter(torch.logit(init / cap))
 
     def raw_logits(self, *args: torch.Tensor) -> torch.Tensor:
         return self.logits
@@ -369,7 +392,7 @@ class AmortizedOrderingUnit(_OrderingUnit):
         dim: int,
         *,
         always_on: int = 0,
-        max_keep_prob: float | None = 0.95,
+        max_keep_prob: float | str | Sequence[float] | None = 0.95,
         site: str = "count",
         temperature: float = 0.5,
     ) -> None:

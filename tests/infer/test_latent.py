@@ -250,3 +250,16 @@ def test_the_refused_guides_do_diverge(guide_class, elbo):
     with pyro.validation_enabled(False):
         losses = [svi.step(x) for _ in range(1000)]
     assert losses[-1] < -5000 and losses[-1] < losses[500] - 1000
+
+
+def test_uniform_cap_makes_every_prefix_equally_likely_at_saturation():
+    unit = OrderingUnit("order", 6, always_on=1, max_keep_prob="uniform")
+    assert_close(unit.cap, torch.tensor([5 / 6, 4 / 5, 3 / 4, 2 / 3, 1 / 2]))
+    assert bool((unit.keep_probs() < unit.cap).all())  # starts below the caps
+    with torch.no_grad():
+        unit.logits.fill_(40.0)  # every keep probability at its cap
+    assert_close(unit.distribution().probs.detach(), torch.full((6,), 1 / 6))
+    with pytest.raises(ValueError, match="max_keep_prob"):
+        OrderingUnit("order", 3, max_keep_prob="geometric")
+    with pytest.raises(ValueError, match="3 values"):
+        OrderingUnit("order", 3, max_keep_prob=[0.9, 0.9])

@@ -67,7 +67,7 @@ def test_quick_run_writes_the_result_and_the_figure(tmp_path):
     out = tmp_path / "ordered_vae_quick.json"
     result = ordered_vae.main(["--quick", "--out", str(out)])
     saved = json.loads(out.read_text())
-    assert saved["config"]["protocol_version"] == 1
+    assert saved["config"]["protocol_version"] == 2
     assert set(saved["summary"]) >= {"max_elbo_gap_frac", "truncation_gain"}
     assert (tmp_path / "ordered_vae_quick_reconstructions.png").stat().st_size > 0
     # even the short run: truncating the ordinary VAE costs more than truncating the nested one
