@@ -175,7 +175,7 @@ def _fit(args: argparse.Namespace, launch: Launch, ctx: Any) -> None:
                 f"{[r for r, found in enumerate(seen) if found]} only: resuming needs it on "
                 "every rank (a shared file system, or a copy on every node)"
             )
-    n = len(bundle.train.y)
+    n = len(bundle.train.x)
     if is_main and n % world:
         warnings.warn(
             f"the {n} training examples are not divisible by the {world} processes: every epoch "
@@ -208,12 +208,21 @@ def _fit(args: argparse.Namespace, launch: Launch, ctx: Any) -> None:
     model.save(settings["out"], exclusive=not settings["force"])
     h = model.history
     val = h["val_accuracy"][-1] if h.get("val_accuracy") else float("nan")
+    quality = f"validation accuracy {val:.4f}"
+    if model.task == "segmentation":
+        from .pipeline_segmentation import evaluate_segmentation
+
+        scores = evaluate_segmentation(model, bundle.val, calibration=bundle.train)
+        quality = f"validation GED {scores['ged']:.4f} (full network)"
+        n = f"{n} images"
+    else:
+        n = f"{n} examples"
     where = "" if ctx is None else f" with {world} process(es) ({ctx.backend or 'one process'})"
     if launch.device != "cpu":
         where += f" on {launch.device}"
     print(
         f"trained {method} {spec.name} for {model.options['epochs']} epochs on "
-        f"{bundle.name} ({n} examples){where}; validation accuracy {val:.4f}; "
+        f"{bundle.name} ({n}){where}; {quality}; "
         f"saved to {settings['out']}"
     )
 
@@ -248,7 +257,19 @@ def _prepare(args: argparse.Namespace, launch: Launch, ctx: Any) -> tuple:
 
                 epochs = train.get("epochs") or defaults["epochs"]
                 check_resume(args.checkpoint, run_settings(settings), epochs)
-    bundle = load_data(settings["data"], flat=settings["spec"].flat, **data_info)
+    if settings["task"] == "segmentation":
+        from .pipeline_segmentation import load_segmentation_data
+
+        if ctx is not None or launch.amp:
+            raise ValueError(
+                "segmentation models train in one process without mixed precision (no "
+                "torchrun, --distributed or --amp)"
+            )
+        if settings.get("init_from"):
+            raise ValueError("--init-from is offered for classification models only")
+        bundle = load_segmentation_data(settings["data"], **data_info)
+    else:
+        bundle = load_data(settings["data"], flat=settings["spec"].flat, **data_info)
     init = load_model(settings["init_from"]) if settings.get("init_from") else None
     return settings, bundle, init
 

@@ -36,21 +36,32 @@ from ._files import require_file
 # name -> (type, destination, help); destination: "model" options, "train" options, "data"
 # loading options, or "run" (the command itself).
 FIT_OPTIONS: dict[str, tuple[Callable[[Any], Any], str, str]] = {
-    "data": (str, "run", "built-in dataset (digits, mnist1d) or a .npz/.csv file (required)"),
+    "data": (
+        str,
+        "run",
+        "built-in dataset (digits, mnist1d; segmentation: lesions) or a .npz/.csv file "
+        "(required; segmentation: .npz with images (N,C,H,W) and masks (N,A,H,W))",
+    ),
+    "task": (
+        choice("classification", "segmentation"),
+        "run",
+        "what the model predicts (segmentation: a nested U-Net, model unet; default: the "
+        "model's task, classification unless --model unet)",
+    ),
     "method": (
         choice("fn3", "bnnn"),
         "run",
         "fn3 (ordered dropout) or bnnn (Bayesian)",
     ),
     "model": (
-        choice("mlp", "convnet", "resnet", "resnext", "vgg"),
+        choice("mlp", "convnet", "resnet", "resnext", "vgg", "unet"),
         "run",
         "architecture",
     ),
     "init_from": (str, "run", "start from the weights of this FN3 model file"),
     "hidden": (int_list, "model", "hidden widths, e.g. 128,128 (mlp; convnet: one width)"),
     "channels": (int_list, "model", "conv channels, e.g. 16,32 (convnet)"),
-    "widths": (int_list, "model", "stage widths (resnet, resnext)"),
+    "widths": (int_list, "model", "stage widths (resnet, resnext; unet: one per level)"),
     "depths": (int_list, "model", "blocks per stage (resnet, resnext)"),
     "groups": (positive_int, "model", "ordered blocks per width axis"),
     "always_on": (nonneg_int, "model", "leading blocks never dropped"),
@@ -88,6 +99,8 @@ FIT_OPTIONS: dict[str, tuple[Callable[[Any], Any], str, str]] = {
         "data",
         "label column of a CSV file (index or name; default: the last column)",
     ),
+    "num_images": (positive_int, "data", "images of the built-in set lesions (default 1000)"),
+    "image_size": (positive_int, "data", "side in pixels of the lesions images (default 32)"),
 }
 
 _DATA_KEYS = {
@@ -254,7 +267,25 @@ def fit_settings(args: argparse.Namespace) -> dict[str, Any]:
     for key, value in values.items():
         if FIT_OPTIONS[key][1] == "model":
             model_options[key] = value
-    model = values.get("model", option_default("model"))
+    model = values.get("model")
+    task = values.get("task")
+    if model is None:
+        model = "unet" if task == "segmentation" else option_default("model")
+    spec_task = ModelSpec(model).task
+    if task is not None and task != spec_task:
+        raise ValueError(
+            f"--task {task} does not fit --model {model} (a {spec_task} model); "
+            + ("use --model unet" if task == "segmentation" else "choose a classifier")
+        )
+    task = spec_task
+    sized = [k for k in ("num_images", "image_size") if k in values]
+    if sized and task != "segmentation":
+        raise ValueError(
+            f"--{sized[0].replace('_', '-')} sizes the built-in segmentation set; it does not "
+            "apply to classification (--task segmentation to train on lesions)"
+        )
+    if task == "segmentation" and "label_column" in values:
+        raise ValueError("--label-column applies to CSV files of classification data only")
     if model == "convnet" and isinstance(model_options.get("hidden"), list):
         hidden = model_options["hidden"]
         if len(hidden) != 1:
@@ -268,6 +299,7 @@ def fit_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
     return {
         "spec": ModelSpec(model, model_options),
+        "task": task,
         "method": values.get("method", option_default("method")),
         "rest": (train, data),
         "data": values["data"],
@@ -318,7 +350,13 @@ def add_selection(p: argparse.ArgumentParser, multiple: bool) -> None:
 
 
 def add_search_options(p: argparse.ArgumentParser) -> None:
-    from .defaults import DEFAULT_COST, DEPRECATED_SCORES, SCORE_DEFAULTS, SCORES
+    from .defaults import (
+        DEFAULT_COST,
+        DEPRECATED_SCORES,
+        SCORE_DEFAULTS,
+        SCORES,
+        SEGMENTATION_SCORES,
+    )
 
     p.add_argument(
         "--cost",
@@ -329,12 +367,13 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
 
     p.add_argument(
         "--score",
-        default=SCORES[0],
-        choices=(*SCORES, *DEPRECATED_SCORES),
+        choices=(*SCORES, *SEGMENTATION_SCORES, *DEPRECATED_SCORES),
         metavar="SCORE",
         help=f"score to maximise: {', '.join(SCORES)} (default {SCORES[0]}; neg_nll is "
         "-NLL; ece_penalized is accuracy - w * ECE; ece_capped is the accuracy while the ECE "
-        "is at most --max-ece, else -ECE)",
+        "is at most --max-ece, else -ECE); segmentation models: "
+        f"{', '.join(SEGMENTATION_SCORES)} (default {SEGMENTATION_SCORES[0]}: -GED; "
+        "neg_pixel_nll: -pixel NLL)",
     )
     p.add_argument(
         "--ece-weight",

@@ -251,12 +251,13 @@ def _demo(args: argparse.Namespace) -> None:
 def _search(args: argparse.Namespace) -> None:
     from .outputs import check_output, write_atomic
     from .pipeline import load_model
-    from .search.objectives import score_name
+    from .search.objectives import default_score, score_name
     from .workflow import data_for, search_front
 
-    score = score_name(args.score)  # a deprecated spelling warns here, once
+    score = score_name(args.score) if args.score else None  # a deprecated one warns, once
     check_output(args.out, args.force, [args.checkpoint, args.data])
     model = load_model(args.checkpoint)
+    score = score_name(score or default_score(model.task), model.task)
     data = data_for(model, args.data, whole=args.split == "all", **opt.data_kwargs(args))
     split = data.test if args.split == "all" else getattr(data, args.split)
     front = search_front(
@@ -296,16 +297,23 @@ def _report(args: argparse.Namespace) -> None:
     from ._files import check_not_input, check_writable
     from .pipeline import load_model
     from .report import write_report
-    from .search.objectives import score_name
+    from .search.objectives import default_score, score_name
     from .workflow import analyse, data_for
 
-    score = score_name(args.score)  # a deprecated spelling warns here, once
+    score = score_name(args.score) if args.score else None  # a deprecated one warns, once
     check_not_input(args.out, [*args.checkpoints, args.data])
     if os.path.lexists(args.out) and not args.force:
         raise FileExistsError(f"output {args.out!r} exists; pass --force to replace it")
     check_writable(args.out)
     budgets = opt.budget_list(DEFAULT_BUDGETS) if args.budgets is None else args.budgets
     models = [load_model(path) for path in args.checkpoints]
+    tasks = {m.task for m in models}
+    if len(tasks) > 1:
+        raise ValueError(
+            "one report shows models of one task; got classification and segmentation models "
+            f"({', '.join(f'{p}: {m.task}' for p, m in zip(args.checkpoints, models, strict=True))})"
+        )
+    score = score_name(score or default_score(models[0].task), models[0].task)
     labels = [m.method.upper() for m in models]
     if len(set(labels)) < len(labels):
         labels = [os.path.splitext(os.path.basename(p))[0] for p in args.checkpoints]

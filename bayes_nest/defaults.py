@@ -49,6 +49,7 @@ __all__ = [
     "SCORES",
     "SCORE_DEFAULTS",
     "SCORE_LABELS",
+    "SEGMENTATION_SCORES",
     "SPLIT_DEFAULTS",
     "defaults_of",
 ]
@@ -127,12 +128,17 @@ DEFAULT_BUDGETS = ("10%", "25%", "50%", "100%")
 SCORES = ("accuracy", "neg_nll", "ece_penalized", "ece_capped")
 """The score names every layer accepts, the first the default; their meaning is defined by
 `bayes_nest.search.objectives.make_objective`."""
+SEGMENTATION_SCORES = ("neg_ged", "neg_pixel_nll")
+"""The score names of segmentation models (negated GED, negated pixel NLL), the first the
+default (`bayes_nest.search.objectives.default_score`)."""
 SCORE_LABELS: Mapping[str, str] = MappingProxyType(
     {
         "accuracy": "accuracy",
         "neg_nll": "-NLL",
         "ece_penalized": "accuracy - w*ECE",
         "ece_capped": "accuracy, ECE-capped",
+        "neg_ged": "-GED",
+        "neg_pixel_nll": "-pixel NLL",
     }
 )
 """How reports and tables label each score."""

@@ -37,7 +37,7 @@ from .defaults import DEFAULT_METHOD, DEFAULT_MODEL
 from .infer import predict_probs
 from .infer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .infer.distributed import DistContext
-from .models import MLP, VGG, ConvNet, ResNet, ResNeXt
+from .models import MLP, VGG, ConvNet, ResNet, ResNeXt, UNet
 from .pipeline_train import (
     BNNN_DEFAULTS,
     FN3_DEFAULTS,
@@ -56,6 +56,8 @@ __all__ = [
     "FN3_DEFAULTS",
     "METHODS",
     "MODELS",
+    "SEGMENTATION_MODELS",
+    "TASKS",
     "ModelSpec",
     "TrainedModel",
     "build_model",
@@ -65,6 +67,10 @@ __all__ = [
 
 CHECKPOINT_KIND = "bayes_nest.model"
 METHODS = ("fn3", "bnnn")
+TASKS = ("classification", "segmentation")
+"""What a model predicts: class probabilities, or per-pixel foreground probabilities."""
+SEGMENTATION_MODELS = ("unet",)
+"""Architectures of the segmentation task (every other one is a classifier)."""
 _FORMAT = 1
 
 
@@ -84,14 +90,22 @@ def _conv(cls: type) -> Any:
     return build
 
 
+def _unet(shape: tuple[int, ...], k: int, kw: dict[str, Any]) -> nn.Module:
+    if len(shape) != 3:
+        raise ValueError(f"model UNet needs images of shape (C, H, W), got example shape {shape}")
+    return UNet(shape[0], k, kw.pop("widths", (16, 32, 64)), **kw)
+
+
 MODELS = {
     "mlp": _mlp,
     "convnet": _conv(ConvNet),
     "resnet": _conv(ResNet),
     "resnext": _conv(ResNeXt),
     "vgg": _conv(VGG),
+    "unet": _unet,
 }
-"""Reference architectures by name; each is built for an input shape and a number of classes."""
+"""Reference architectures by name; each is built for an input shape and a number of classes
+(for the segmentation model ``"unet"``: of output channels, one foreground logit per pixel)."""
 
 
 @dataclass
@@ -100,7 +114,9 @@ class ModelSpec:
 
     Attributes
     ----------
-    name : {"mlp", "convnet", "resnet", "resnext", "vgg"}
+    name : {"mlp", "convnet", "resnet", "resnext", "vgg", "unet"}
+        ``"unet"`` (`bayes_nest.models.UNet`) is a segmentation model (`task`), the others
+        classifiers.
     options : dict
         Keyword arguments of the model class other than its input and output sizes, e.g.
         ``{"hidden": [128, 128], "groups": 16}`` for the MLP (see `bayes_nest.models`).
@@ -120,6 +136,11 @@ class ModelSpec:
     def flat(self) -> bool:
         """Whether the model takes flat feature vectors (built-in sets are loaded accordingly)."""
         return self.name == "mlp"
+
+    @property
+    def task(self) -> str:
+        """``"segmentation"`` for a model of `SEGMENTATION_MODELS`, else ``"classification"``."""
+        return "segmentation" if self.name in SEGMENTATION_MODELS else "classification"
 
 
 def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -144,7 +165,10 @@ def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int)
         raise ValueError(
             f"model {spec.name!r} cannot take inputs of shape {tuple(input_shape)}: {msg}"
         ) from None
-    if tuple(out.shape) != (2, num_classes):
+    expected = (2, num_classes)
+    if spec.task == "segmentation":
+        expected = (2, num_classes, *tuple(input_shape)[1:])
+    if tuple(out.shape) != expected:
         raise ValueError(f"model {spec.name!r} returned shape {tuple(out.shape)} for 2 examples")
     return module.train()
 
@@ -161,6 +185,7 @@ class TrainedModel:
         The nested network (for a BNNN: its network with Bayesian layers).
     input_shape : tuple of int
     num_classes : int
+        Classes; for a segmentation model the output channels (1: a foreground logit per pixel).
     mean, std : Tensor
         Input standardization of the training data, broadcastable to ``input_shape``.
     class_names : tuple of str
@@ -187,6 +212,12 @@ class TrainedModel:
     data: dict[str, Any] = field(default_factory=dict)
     bnnn: Any = None
 
+    @property
+    def task(self) -> str:
+        """``"classification"`` or ``"segmentation"`` (from the architecture, `ModelSpec.task`);
+        recorded in the model file."""
+        return self.spec.task
+
     # ------------------------------------------------------------------ prediction
     def check_inputs(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
         """``x`` as float32 of shape ``(N, *input_shape)``; a clear error otherwise."""
@@ -207,16 +238,21 @@ class TrainedModel:
         *,
         num_samples: int | None = None,
     ) -> torch.Tensor:
-        """Class probabilities of sub-network ``config`` (``None``: full) on standardized inputs.
+        r"""Class probabilities of sub-network ``config`` (``None``: full) on standardized inputs.
 
         Returns
         -------
         Tensor, shape ``(S, N, K)``
             ``S = 1`` for FN3; ``S = num_samples`` posterior draws (default: the training
-            option ``predict_samples``) for a BNNN.
+            option ``predict_samples``) for a BNNN. A segmentation model returns per-pixel
+            foreground probabilities $\sigma(f(x))$ of shape ``(S, N, H, W)`` instead.
         """
         x = self.check_inputs(x)
         config = validate_config(self.module, {} if config is None else config)
+        if self.task == "segmentation":
+            from .pipeline_segmentation import predict_segmentation
+
+            return predict_segmentation(self, x, config, num_samples)
         if self.method == "fn3":
             return predict_probs(self.module, x, config).unsqueeze(0)
         s = int(num_samples or self.options.get("predict_samples", 16))
@@ -233,6 +269,7 @@ class TrainedModel:
         return {
             "format": _FORMAT,
             "method": self.method,
+            "task": self.task,
             "spec": {"name": self.spec.name, "options": _plain(self.spec.options)},
             "state": state,
             "input_shape": list(self.input_shape),
@@ -353,8 +390,15 @@ def fit(
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
-    if not isinstance(bundle, DataBundle):
-        raise TypeError(f"bundle must be a DataBundle, got {type(bundle).__name__}")
+    if spec.task == "segmentation":
+        from .pipeline_segmentation import check_segmentation_fit
+
+        check_segmentation_fit(bundle, amp=amp, ctx=ctx, init=init)
+    elif not isinstance(bundle, DataBundle):
+        raise TypeError(
+            f"bundle must be a DataBundle, got {type(bundle).__name__}"
+            + (" (segmentation data need a segmentation model: 'unet')" * hasattr(bundle, "masks"))
+        )
     opts = training_options(method, options)
     dev = training_device(device, ctx)
     for name, stat in (("mean", bundle.mean), ("std", bundle.std)):
@@ -368,7 +412,9 @@ def fit(
     if resume and checkpoint_path is None:
         raise ValueError("resume=True needs a checkpoint_path")
     torch.manual_seed(int(opts["seed"]))
-    module = build_model(spec, bundle.input_shape, bundle.num_classes)
+    num_classes = 1 if spec.task == "segmentation" else bundle.num_classes
+    class_names = ("foreground",) if spec.task == "segmentation" else bundle.class_names
+    module = build_model(spec, bundle.input_shape, num_classes)
     if init is not None:
         warm_start(module, init, spec, bundle)
     model = TrainedModel(
@@ -376,10 +422,10 @@ def fit(
         spec=spec,
         module=module,
         input_shape=tuple(bundle.input_shape),
-        num_classes=bundle.num_classes,
+        num_classes=num_classes,
         mean=bundle.mean.clone(),
         std=bundle.std.clone(),
-        class_names=tuple(bundle.class_names),
+        class_names=tuple(class_names),
         options=opts,
         data=dict(data_info) if data_info else {"source": bundle.name, "seed": bundle.seed},
     )
@@ -390,7 +436,13 @@ def fit(
         "checkpoint_path": checkpoint_path,
         "resume": resume,
     }
-    if method == "fn3":
+    if spec.task == "segmentation":
+        from .pipeline_segmentation import train_segmentation
+
+        model.bnnn, model.history = train_segmentation(module, bundle, method, opts, **job)
+        if model.bnnn is not None:
+            model.bnnn.cpu()
+    elif method == "fn3":
         model.history = train_fn3(module, bundle, opts, amp=amp, **job)
     else:
         model.bnnn, model.history = train_bnnn(module, bundle, opts, **job)
@@ -416,6 +468,12 @@ def load_model(path: str | os.PathLike) -> TrainedModel:
         shape = tuple(int(s) for s in payload["input_shape"])
         k = int(payload["num_classes"])
         method = payload["method"]
+        task = payload.get("task", "classification")  # files of earlier releases: classifiers
+        if task != spec.task:
+            raise CheckpointError(
+                f"{path} records the task {task!r} but holds a {spec.task} model "
+                f"({spec.name!r}); the file is damaged"
+            )
         mean, std = _stored_statistics(path, payload["mean"], payload["std"], shape)
         module = build_model(spec, shape, k)
         model = TrainedModel(
@@ -434,7 +492,7 @@ def load_model(path: str | os.PathLike) -> TrainedModel:
         if method == "fn3":
             module.load_state_dict(payload["state"])
         elif method == "bnnn":
-            model.bnnn = _bnnn_restore(module, model.options, payload["state"])
+            model.bnnn = _bnnn_restore(module, model.options, payload["state"], task)
         else:
             raise CheckpointError(f"{path} holds a model trained by unknown method {method!r}")
     except CheckpointError:
@@ -483,8 +541,13 @@ def _stored_statistics(
 # ----------------------------------------------------------------------------- BNNN glue
 
 
-def _bnnn_restore(module: nn.Module, opts: dict, state: dict):
-    bnnn = make_bnnn(module, {**BNNN_DEFAULTS, **opts})
+def _bnnn_restore(module: nn.Module, opts: dict, state: dict, task: str = "classification"):
+    likelihood = None
+    if task == "segmentation":
+        from .infer.likelihoods import Bernoulli
+
+        likelihood = Bernoulli()
+    bnnn = make_bnnn(module, {**BNNN_DEFAULTS, **opts}, likelihood=likelihood)
     bnnn.load_state_dict(state)
     return bnnn
 

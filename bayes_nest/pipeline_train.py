@@ -180,12 +180,14 @@ def train_fn3(
     return history.as_dict()
 
 
-def make_bnnn(module: nn.Module, opts: Mapping[str, Any]) -> Any:
-    """The BNNN wrapper (variational posterior over masks and weights) of ``module``."""
+def make_bnnn(module: nn.Module, opts: Mapping[str, Any], likelihood: Any = None) -> Any:
+    """The BNNN wrapper (variational posterior over masks and weights) of ``module``;
+    ``likelihood`` as in `bayes_nest.infer.BNNN` (default: categorical over classes)."""
     from .infer.bnnn import BNNN
 
     return BNNN(
         module,
+        likelihood=likelihood,
         prior_keep_prob=float(opts["keep_prob"]),
         init_keep_prob=float(opts["init_keep_prob"]),
         temperature=float(opts["temperature"]),

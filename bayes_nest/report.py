@@ -44,6 +44,10 @@ COLUMNS = (
     ("nll", "NLL", "{:.4f}"),
     ("ece", "ECE", "{:.4f}"),
     ("ood_auroc", "OOD AUROC", "{:.4f}"),
+    ("ged", "GED", "{:.4f}"),
+    ("hungarian_iou", "Hungarian IoU", "{:.4f}"),
+    ("pixel_ece", "pixel ECE", "{:.4f}"),
+    ("pixel_nll", "pixel NLL", "{:.4f}"),
 )
 """Known columns: key in a row, header, format."""
 
@@ -149,7 +153,8 @@ class Analysis:
         One per budget: ``budget``, ``config`` (summary), ``subnet`` (the config), ``macs``,
         ``params``, ``accuracy``, ``nll``, ``ece``, ``ood_auroc``, ...
     probs : list of (Tensor, Tensor)
-        Test predictions ``(S, N, K)`` and labels ``(N,)`` of each row's sub-network.
+        Test predictions ``(S, N, K)`` and labels ``(N,)`` of each row's sub-network (of a
+        segmentation model: probabilities ``(S, N, H, W)`` and masks ``(N, A, H, W)``).
     cost, score : str
         Cost metric and score of the front.
     """
@@ -161,6 +166,8 @@ class Analysis:
     probs: list[tuple[Any, Any]] = field(default_factory=list)
     cost: str = DEFAULT_COST
     score: str = "accuracy"
+    images: Any = None
+    """Test images ``(N, C, H, W)`` of a segmentation model (for its samples figure)."""
 
 
 def _figure(ncols: int = 1, size: tuple[float, float] = (5.5, 4.0)):
@@ -304,12 +311,22 @@ def render_markdown(
 ) -> str:
     """The text of ``report.md``."""
     first = analyses[0]
+    about = (
+        "OOD AUROC separates test inputs from the same inputs replaced by noise (predictive "
+        "entropy as the score)."
+    )
+    if first.model.task == "segmentation":
+        about = (
+            "A model sample is the mask p > 1/2 of one posterior draw (one for FN3); GED is "
+            "the squared generalized energy distance to the annotators' masks (d = 1 - IoU, "
+            "lower is better), Hungarian IoU the IoU of an optimal matching of samples and "
+            "annotations; pixel ECE and NLL score the mean probability against every annotation."
+        )
     lines = [f"# {title}", ""]
     lines += [
         f"Data: **{data_name}**. Fronts searched on the validation split (score: "
-        f"{score_label(first.score)}, cost: {first.cost}); every number in the tables is measured on the "
-        "test split. OOD AUROC separates test inputs from the same inputs replaced by noise "
-        "(predictive entropy as the score).",
+        f"{score_label(first.score)}, cost: {first.cost}); every number in the tables is "
+        f"measured on the test split. {about}",
         "",
         "## Models",
         "",
@@ -332,6 +349,11 @@ def render_markdown(
     lines += ["## Figures", ""]
     for key, path in figures.items():
         caption = captions.get(key, f"Reliability diagrams of the chosen sub-networks ({key})")
+        if key.startswith("segmentation "):
+            caption = (
+                f"{key[len('segmentation ') :]}: the test image the annotators disagree on "
+                "most, its annotations, and model samples at the cheapest and the largest budget"
+            )
         lines += [f"![{caption}]({path})", "", f"*{caption}.*", ""]
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
@@ -375,6 +397,13 @@ def write_report(
         figures = {"pareto": "pareto_front.png"}
         _save(pareto_figure(analyses), tmp / figures["pareto"])
         for a in analyses:
+            if a.model.task == "segmentation":
+                from .pipeline_segmentation import segmentation_figure
+
+                name = f"segmentation_{a.label.lower()}.png"
+                _save(segmentation_figure(a), tmp / name)
+                figures[f"segmentation {a.label}"] = name
+                continue
             name = f"reliability_{a.label.lower()}.png"
             _save(reliability_figure(a), tmp / name)
             figures[a.label] = name

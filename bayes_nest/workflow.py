@@ -35,10 +35,18 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from ._files import require_file
-from .data import DATASETS, DataBundle, Split, corrupt, load_dataset, load_file
+from .data import (
+    DATASETS,
+    SEGMENTATION_DATASETS,
+    DataBundle,
+    Split,
+    corrupt,
+    load_dataset,
+    load_file,
+)
 from .defaults import DEFAULT_COST, DEFAULT_OOD, SCORE_DEFAULTS, SCORES, SPLIT_DEFAULTS
 from .pipeline import TrainedModel
-from .search.objectives import make_objective, score_name
+from .search.objectives import default_score, make_objective, score_name
 
 __all__ = [
     "SCORES",
@@ -107,6 +115,11 @@ def load_data(
     """
     text = os.fspath(source)
     split = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction}
+    if text.lower() in SEGMENTATION_DATASETS and not os.path.exists(text):
+        raise ValueError(
+            f"{text!r} is a segmentation dataset; train a segmentation model on it "
+            "(--task segmentation, model 'unet')"
+        )
     if text.lower() in DATASETS and not os.path.exists(text):
         if label_column is not None:
             raise ValueError(
@@ -159,7 +172,16 @@ def data_for(
     ------
     ValueError
         For inputs of another shape than the model's, labels it does not know, NaNs.
+
+    A segmentation model gets a `bayes_nest.data.SegmentationBundle` (see
+    `bayes_nest.pipeline_segmentation.segmentation_data_for`).
     """
+    if model.task == "segmentation":
+        from .pipeline_segmentation import segmentation_data_for
+
+        if kwargs:
+            raise ValueError(f"options {sorted(kwargs)} do not apply to segmentation data")
+        return segmentation_data_for(model, source, whole=whole)
     stored = {**SPLIT_DEFAULTS, "label_column": None}
     opts = {k: model.data.get(k, default) for k, default in stored.items()}
     if not os.fspath(source).lower().endswith(".csv"):
@@ -217,7 +239,24 @@ def evaluate_config(
 
     With ``calibration`` (training data) a network with batch-norm first re-estimates its
     statistics for ``config`` (`recalibrated`), as its export would.
+
+    A segmentation model is scored by
+    `bayes_nest.pipeline_segmentation.evaluate_segmentation` instead (GED, Hungarian IoU,
+    pixel ECE and NLL; ``ood`` does not apply).
     """
+    if model.task == "segmentation":
+        from .pipeline_segmentation import evaluate_segmentation
+
+        return evaluate_segmentation(
+            model,
+            split,
+            config,
+            num_samples=num_samples,
+            seed=seed,
+            n_bins=n_bins,
+            return_probs=return_probs,
+            calibration=calibration,
+        )
     x = model.check_inputs(split.x, "inputs")
     y = torch.as_tensor(split.y)
     if (y < 0).any() or (y >= model.num_classes).any():
@@ -286,7 +325,7 @@ def recalibrated(
 def make_score(
     model: TrainedModel,
     split: Split,
-    score: str = "accuracy",
+    score: str | None = None,
     *,
     ece_weight: float = SCORE_DEFAULTS["ece_weight"],
     max_ece: float = SCORE_DEFAULTS["max_ece"],
@@ -295,6 +334,10 @@ def make_score(
     calibration: Split | None = None,
 ) -> Callable[[Mapping[str, int]], float]:
     r"""A score ``config -> float`` (higher is better) of sub-networks on ``split``.
+
+    ``score=None`` is the model's default (`bayes_nest.search.objectives.default_score`:
+    ``"accuracy"``, or ``"neg_ged"`` for a segmentation model, which also takes
+    ``"neg_pixel_nll"``; a segmentation ``split`` holds masks instead of labels).
 
     ``score`` is a name of `bayes_nest.defaults.SCORES` (the same names as the
     searches and the ``--score`` option): ``"accuracy"``; ``"neg_nll"``, $-\mathrm{NLL}$;
@@ -309,8 +352,12 @@ def make_score(
     ValueError
         For an unknown score name or bad settings (a deprecated name gives a `FutureWarning`).
     """
-    objective = make_objective(score_name(score), ece_weight=ece_weight, max_ece=max_ece)
-    x, y = model.check_inputs(split.x, "inputs"), torch.as_tensor(split.y)
+    score = default_score(model.task) if score is None else score
+    objective = make_objective(
+        score_name(score, model.task), ece_weight=ece_weight, max_ece=max_ece
+    )
+    x = model.check_inputs(split.x, "inputs")
+    y = torch.as_tensor(split.masks if model.task == "segmentation" else split.y)
 
     def evaluate(config: Mapping[str, int]) -> float:
         with recalibrated(model, config, calibration), seeded(seed):
@@ -325,7 +372,7 @@ def search_front(
     split: Split,
     *,
     cost: str = DEFAULT_COST,
-    score: str = "accuracy",
+    score: str | None = None,
     ece_weight: float = SCORE_DEFAULTS["ece_weight"],
     max_ece: float = SCORE_DEFAULTS["max_ece"],
     num_samples: int | None = None,
@@ -340,7 +387,7 @@ def search_front(
     from .search.greedy import greedy
 
     fingerprint = model.fingerprint()  # of the model as given, before any recalibration
-    score = score_name(score)
+    score = score_name(default_score(model.task) if score is None else score, model.task)
     fn = make_score(
         model,
         split,
@@ -455,7 +502,7 @@ def analyse(
     label: str,
     budgets: Sequence[float | str],
     cost: str = DEFAULT_COST,
-    score: str = "accuracy",
+    score: str | None = None,
     ece_weight: float = SCORE_DEFAULTS["ece_weight"],
     max_ece: float = SCORE_DEFAULTS["max_ece"],
     ood: str | None = DEFAULT_OOD,
@@ -477,7 +524,7 @@ def analyse(
     """
     from .report import Analysis, config_summary
 
-    score = score_name(score)
+    score = score_name(default_score(model.task) if score is None else score, model.task)
     if front is None:
         front = search_front(
             model,
@@ -528,5 +575,8 @@ def analyse(
                 **scores,
             }
         )
-        probs.append((p, data.test.y))
-    return Analysis(label, model, front, rows, probs, cost=cost, score=score)
+        probs.append((p, data.test.masks if model.task == "segmentation" else data.test.y))
+    analysis = Analysis(label, model, front, rows, probs, cost=cost, score=score)
+    if model.task == "segmentation":
+        analysis.images = data.test.x
+    return analysis

@@ -14,6 +14,17 @@ A *score* maps predictions and labels to a number, higher is better:
     Accuracy if :math:`\mathrm{ECE} \le` ``max_ece`` (default 0.05), else :math:`-\mathrm{ECE}`:
     every sub-network over the ECE ceiling scores below every one under it.
 
+Segmentation models (per-pixel foreground probabilities ``(S, N, H, W)`` scored against the
+annotator masks ``(N, A, H, W)``, see :mod:`bayes_nest.metrics.segmentation`) have their own
+scores, :data:`SEGMENTATION_SCORES`:
+
+``"neg_ged"``
+    :math:`-D^2_\text{GED}`, the negated generalized energy distance between the binary samples
+    :math:`p > 1/2` (one per posterior draw) and the annotations.
+``"neg_pixel_nll"``
+    :math:`-\mathrm{NLL}` per pixel of the mean foreground probability, against every
+    annotation.
+
 The ECE uses ``n_bins`` equal-width confidence bins (default 15). The spellings of earlier
 releases, ``"nll"`` and ``"ece-penalised"`` (and the weight's name ``lam``), are accepted for
 one more release with a `FutureWarning` (:data:`DEPRECATED_SCORES`, :func:`score_name`).
@@ -48,7 +59,13 @@ import torch
 from torch import nn
 
 from .. import metrics
-from ..defaults import DEPRECATED_SCORES, SCORE_DEFAULTS, SCORE_LABELS, SCORES
+from ..defaults import (
+    DEPRECATED_SCORES,
+    SCORE_DEFAULTS,
+    SCORE_LABELS,
+    SCORES,
+    SEGMENTATION_SCORES,
+)
 from ..subnet._trace import eval_mode
 from ..subnet.config import use, validate_config
 from ..subnet.recalibrate import recalibrate_batchnorm
@@ -59,7 +76,9 @@ __all__ = [
     "SCORES",
     "SCORE_DEFAULTS",
     "SCORE_LABELS",
+    "SEGMENTATION_SCORES",
     "Evaluator",
+    "default_score",
     "make_objective",
     "score_name",
 ]
@@ -69,8 +88,21 @@ OBJECTIVES = SCORES
 """Another name of :data:`SCORES`."""
 
 
-def score_name(name: str) -> str:
-    """The name of :data:`SCORES` that ``name`` means.
+def default_score(task: str = "classification") -> str:
+    """The score a search uses unless told otherwise: ``"accuracy"`` for a classifier,
+    ``"neg_ged"`` for a segmentation model."""
+    if task == "segmentation":
+        return SEGMENTATION_SCORES[0]
+    if task == "classification":
+        return SCORES[0]
+    raise ValueError(f"unknown task {task!r}; choose 'classification' or 'segmentation'")
+
+
+def score_name(name: str, task: str | None = None) -> str:
+    """The name of :data:`SCORES` (or, with ``task="segmentation"``, of
+    :data:`SEGMENTATION_SCORES`) that ``name`` means.
+
+    ``task=None`` accepts the names of both tasks.
 
     A deprecated spelling (:data:`DEPRECATED_SCORES`) is translated with a `FutureWarning`.
 
@@ -79,8 +111,21 @@ def score_name(name: str) -> str:
     ValueError
         For any other name (the message lists :data:`SCORES`).
     """
-    if isinstance(name, str) and name in SCORES:
+    if task not in (None, "classification", "segmentation"):
+        raise ValueError(f"unknown task {task!r}; choose 'classification' or 'segmentation'")
+    names = {None: (*SCORES, *SEGMENTATION_SCORES), "segmentation": SEGMENTATION_SCORES}
+    known = names.get(task, SCORES)
+    if isinstance(name, str) and name in known:
         return name
+    if task == "segmentation":
+        raise ValueError(
+            f"score {name!r} does not apply to a segmentation model; choose one of {known}"
+        )
+    if task == "classification" and name in SEGMENTATION_SCORES:
+        raise ValueError(
+            f"score {name!r} applies to segmentation models only; a classifier takes one of "
+            f"{SCORES}"
+        )
     if isinstance(name, str) and name in DEPRECATED_SCORES:
         new = DEPRECATED_SCORES[name]
         warnings.warn(
@@ -124,9 +169,16 @@ def make_objective(
     _check_settings(ece_weight, max_ece, n_bins)
     if callable(name):
         return name
-    if not isinstance(name, str) or name not in (*SCORES, *DEPRECATED_SCORES):
-        raise ValueError(f"objective must be one of {SCORES} or a callable, got {name!r}")
+    every = (*SCORES, *SEGMENTATION_SCORES, *DEPRECATED_SCORES)
+    if not isinstance(name, str) or name not in every:
+        raise ValueError(
+            f"objective must be one of {SCORES + SEGMENTATION_SCORES} or a callable, got {name!r}"
+        )
     name = score_name(name)
+    if name == "neg_ged":
+        return lambda probs, masks: -metrics.generalized_energy_distance(probs > 0.5, masks)
+    if name == "neg_pixel_nll":
+        return lambda probs, masks: -metrics.pixel_nll(probs, masks)
     if name == "accuracy":
         return metrics.accuracy
     if name == "neg_nll":
