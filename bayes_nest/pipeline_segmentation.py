@@ -47,8 +47,10 @@ __all__ = [
     "LESIONS_DEFAULTS",
     "check_segmentation_fit",
     "evaluate_segmentation",
+    "holds_segmentation_arrays",
     "load_segmentation_data",
     "predict_segmentation",
+    "segmentation_probs",
     "segmentation_data_for",
     "segmentation_figure",
     "train_segmentation",
@@ -126,6 +128,21 @@ def load_segmentation_data(
             f"{text!r} holds no segmentation data ({err}); a classification file needs a "
             "classification model (--task classification)"
         ) from None
+
+
+def holds_segmentation_arrays(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an ``.npz`` archive with ``images`` and ``masks`` but no ``x``
+    (segmentation data rather than classification data); ``False`` for unreadable files."""
+    import numpy as np
+
+    if not os.fspath(path).lower().endswith(".npz"):
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            names = set(getattr(archive, "files", ()))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return False
+    return {"images", "masks"} <= names and "x" not in names
 
 
 def _restandardize(
@@ -284,6 +301,25 @@ def predict_segmentation(
     return torch.cat(out).float().cpu().unsqueeze(0)
 
 
+def segmentation_probs(
+    model: Any,
+    x: torch.Tensor,
+    config: Mapping[str, int] | None,
+    num_samples: int | None,
+    *,
+    seed: int = 0,
+    calibration: SegmentationSplit | None = None,
+) -> torch.Tensor:
+    """`predict_segmentation` of ``config`` as evaluation and search score it: batch-norm
+    statistics re-estimated for ``config`` on ``calibration`` (a BNNN's weight draws during
+    that pass seeded too, so the statistics are reproducible) and posterior draws seeded by
+    ``seed`` (common random numbers across sub-networks)."""
+    from .workflow import recalibrated, seeded
+
+    with seeded(seed), recalibrated(model, config, calibration), seeded(seed):
+        return model.predict(x, config, num_samples=num_samples)
+
+
 def _check_masks(model: Any, x: torch.Tensor, masks: Any) -> torch.Tensor:
     m = torch.as_tensor(masks)
     if m.dim() != 4 or m.shape[0] != len(x) or tuple(m.shape[2:]) != tuple(x.shape[2:]):
@@ -323,12 +359,10 @@ def evaluate_segmentation(
         ``return_probs`` also the probabilities ``(S, N, H, W)``.
     """
     from . import metrics
-    from .workflow import recalibrated, seeded
 
     x = model.check_inputs(split.x, "images")
     masks = _check_masks(model, x, split.masks)
-    with recalibrated(model, config, calibration), seeded(seed):
-        probs = model.predict(x, config, num_samples=num_samples)
+    probs = segmentation_probs(model, x, config, num_samples, seed=seed, calibration=calibration)
     samples = probs > 0.5
     a, s = masks.shape[1], len(samples)
     matched = samples.repeat(a, 1, 1, 1) if max(a, s) % min(a, s) else samples

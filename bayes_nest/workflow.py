@@ -137,6 +137,13 @@ def load_data(
             f"data file {text!r} does not exist (built-in datasets: {', '.join(DATASETS)})"
         )
     require_file(text, "data file")
+    from .pipeline_segmentation import holds_segmentation_arrays
+
+    if holds_segmentation_arrays(text):
+        raise ValueError(
+            f"{text!r} holds segmentation data (images and masks, no x/y); train a "
+            "segmentation model on it (--task segmentation, model 'unet')"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a class missing from a small evaluation file
         return load_file(
@@ -360,6 +367,13 @@ def make_score(
     y = torch.as_tensor(split.masks if model.task == "segmentation" else split.y)
 
     def evaluate(config: Mapping[str, int]) -> float:
+        if model.task == "segmentation":
+            from .pipeline_segmentation import segmentation_probs
+
+            probs = segmentation_probs(
+                model, x, config, num_samples, seed=seed, calibration=calibration
+            )
+            return float(objective(probs, y))
         with recalibrated(model, config, calibration), seeded(seed):
             probs = model.predict(x, config, num_samples=num_samples)
         return float(objective(probs, y))

@@ -44,6 +44,7 @@ from bayes_nest.infer.ordered_dropout import OrderedDropout
 from bayes_nest.infer.vou import VariationalOrderingUnit
 from bayes_nest.models import MLP
 from bayes_nest.outputs import export_subnet
+from bayes_nest.pipeline_segmentation import load_segmentation_data
 from bayes_nest.subnet import COST_METRICS
 from bayes_nest.testing import assert_close
 
@@ -129,6 +130,9 @@ LIBRARY_SOURCES = {
     "data": lambda method: None,
     "method": lambda method: default(pipeline.fit, "method"),
     "model": lambda method: pipeline.ModelSpec().name,  # DEFAULT_MODEL
+    "task": lambda method: pipeline.ModelSpec().task,
+    "num_images": lambda method: default(load_segmentation_data, "num_images"),
+    "image_size": lambda method: default(load_segmentation_data, "image_size"),
     "init_from": lambda method: default(pipeline.fit, "init"),
     **{
         name: lambda method: "model class default"

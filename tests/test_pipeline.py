@@ -45,7 +45,7 @@ def test_build_model_for_shape_and_classes(name, options, shape):
 
 
 def test_build_model_rejects_bad_specs():
-    assert set(MODELS) == {"mlp", "convnet", "resnet", "resnext", "vgg"}
+    assert set(MODELS) == {"mlp", "convnet", "resnet", "resnext", "vgg", "unet"}
     with pytest.raises(ValueError, match="unknown model 'lstm'"):
         ModelSpec("lstm")
     with pytest.raises(ValueError, match=r"needs image inputs of shape \(C, H, W\)"):

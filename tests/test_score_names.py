@@ -13,10 +13,17 @@ import torch
 
 from bayes_nest import metrics, workflow
 from bayes_nest.cli import UsageError, build_parser, main
-from bayes_nest.defaults import DEPRECATED_SCORES, SCORE_DEFAULTS, SCORE_LABELS, SCORES
+from bayes_nest.defaults import (
+    DEPRECATED_SCORES,
+    SCORE_DEFAULTS,
+    SCORE_LABELS,
+    SCORES,
+    SEGMENTATION_SCORES,
+)
 from bayes_nest.pipeline import ModelSpec, fit
 from bayes_nest.report import score_label
 from bayes_nest.search import Evaluator, make_objective, objectives, score_name
+from bayes_nest.search.objectives import default_score
 from bayes_nest.testing import assert_close
 
 CONFIG = {"hidden.0": 2}
@@ -54,13 +61,15 @@ def score_choices(command):
 @pytest.mark.parametrize("command", ["search", "report"])
 def test_the_cli_offers_exactly_the_library_names(command):
     action = score_choices(command)
-    assert set(action.choices) - set(DEPRECATED_SCORES) == set(SCORES)
-    assert action.default == SCORES[0] == "accuracy"
+    assert set(action.choices) - set(DEPRECATED_SCORES) == {*SCORES, *SEGMENTATION_SCORES}
+    assert action.default is None  # the model's task decides
+    assert default_score("classification") == SCORES[0] == "accuracy"
+    assert default_score("segmentation") == SEGMENTATION_SCORES[0] == "neg_ged"
 
 
 def test_every_layer_knows_the_same_names():
     assert workflow.SCORES is SCORES and objectives.SCORES is SCORES
-    assert set(SCORE_LABELS) == set(SCORES)
+    assert set(SCORE_LABELS) == {*SCORES, *SEGMENTATION_SCORES}
     assert all(score_label(name) == SCORE_LABELS[name] for name in SCORES)
     assert set(DEPRECATED_SCORES.values()) <= set(SCORES)
     assert not set(DEPRECATED_SCORES) & set(SCORES)
