@@ -212,8 +212,10 @@ def _fit(args: argparse.Namespace, launch: Launch, ctx: Any) -> None:
     if model.task == "segmentation":
         from .pipeline_segmentation import evaluate_segmentation
 
-        scores = evaluate_segmentation(model, bundle.val, calibration=bundle.train)
-        quality = f"validation GED {scores['ged']:.4f} (full network)"
+        quality = "no validation images"
+        if len(bundle.val.x):
+            scores = evaluate_segmentation(model, bundle.val, calibration=bundle.train)
+            quality = f"validation GED {scores['ged']:.4f} (full network)"
         n = f"{n} images"
     else:
         n = f"{n} examples"

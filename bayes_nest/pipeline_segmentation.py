@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -121,6 +122,8 @@ def load_segmentation_data(
         )
     try:
         return load_segmentation_file(text, standardize=standardize, **split)
+    except (EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{text!r} is not a readable .npz archive: {err}") from None
     except ValueError as err:
         if "has no array" not in str(err):
             raise
@@ -140,7 +143,7 @@ def holds_segmentation_arrays(path: str | os.PathLike) -> bool:
     try:
         with np.load(path, allow_pickle=False) as archive:
             names = set(getattr(archive, "files", ()))
-    except (OSError, ValueError, AttributeError, TypeError):
+    except Exception:  # unreadable: the loader reports it
         return False
     return {"images", "masks"} <= names and "x" not in names
 
@@ -361,6 +364,11 @@ def evaluate_segmentation(
     from . import metrics
 
     x = model.check_inputs(split.x, "images")
+    if len(x) == 0:
+        raise ValueError(
+            "no images to evaluate: this split of the data is empty (a small file? score "
+            "every image with --split all)"
+        )
     masks = _check_masks(model, x, split.masks)
     probs = segmentation_probs(model, x, config, num_samples, seed=seed, calibration=calibration)
     samples = probs > 0.5
