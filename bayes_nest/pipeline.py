@@ -397,7 +397,10 @@ def fit(
     elif not isinstance(bundle, DataBundle):
         raise TypeError(
             f"bundle must be a DataBundle, got {type(bundle).__name__}"
-            + (" (segmentation data need a segmentation model: 'unet')" * hasattr(bundle, "masks"))
+            + (
+                " (segmentation data need a segmentation model: 'unet')"
+                * hasattr(bundle, "num_annotators")
+            )
         )
     opts = training_options(method, options)
     dev = training_device(device, ctx)
