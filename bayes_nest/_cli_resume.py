@@ -53,6 +53,9 @@ def run_settings(settings: dict[str, Any]) -> dict[str, Any]:
         "label_column": data.get("label_column"),
         **options,
     }
+    for key in ("num_images", "image_size"):  # the size of the built-in segmentation set
+        if data.get(key) is not None:
+            run[key] = data[key]
     return json.loads(json.dumps(run, sort_keys=True, default=str))
 
 

@@ -215,3 +215,13 @@ def test_a_classifier_refuses_segmentation_scores_and_data(trained, bad_files, c
         ["report", str(model), str(trained["fn3"]), "--data", "lesions", "--out", "r"], capsys
     )
     assert code == 2 and "one report shows models of one task" in err
+
+
+def test_resuming_with_another_size_of_the_built_in_set_is_refused(tmp_path, capsys):
+    ckpt, out = tmp_path / "seg.train", tmp_path / "seg.ckpt"
+    argv = ["fit", "--task", "segmentation", "--data", "lesions", "--num-images", "20", *TINY]
+    argv += ["--checkpoint", str(ckpt), "--out", str(out), "--batch-size", "8"]
+    assert run([*argv, "--image-size", "16", "--epochs", "1"], capsys)[0] == 0
+    code, _, err = run([*argv, "--image-size", "8", "--epochs", "2", "--resume", "--force"], capsys)
+    assert code == 2 and "--image-size 8 (checkpoint: 16)" in err
+    assert load_model(out).options["epochs"] == 1  # the first run's model is left as it was
