@@ -150,7 +150,9 @@ class NestedMeanFieldELBO(TraceMeanField_ELBO):
             return local_reparam.local_reparameterization()
         return nullcontext()
 
-    def _fast(self, model: Any, guide: Any) -> bool:
+    def takes_fast_path(self, model: Any, guide: Any) -> bool:
+        """Whether ``(model, guide)`` is evaluated trace-free (see the module documentation);
+        that path registers the same parameters at every step."""
         return not self.vectorize_particles and fast_path_applies(model, guide)
 
     def _fast_loss(self, model: BNNNModel, guide: BNNNGuide, x, y=None, *rest, **kwargs):
@@ -167,20 +169,20 @@ class NestedMeanFieldELBO(TraceMeanField_ELBO):
 
     def differentiable_loss(self, model: Any, guide: Any, *args: Any, **kwargs: Any):
         with self._handler():
-            if self._fast(model, guide):
+            if self.takes_fast_path(model, guide):
                 return self._fast_loss(model, guide, *args, **kwargs)
             return super().differentiable_loss(model, guide, *args, **kwargs)
 
     def loss(self, model: Any, guide: Any, *args: Any, **kwargs: Any) -> float:
         with self._handler():
-            if self._fast(model, guide):
+            if self.takes_fast_path(model, guide):
                 with torch.no_grad():
                     return torch_item(self._fast_loss(model, guide, *args, **kwargs))
             return super().loss(model, guide, *args, **kwargs)
 
     def loss_and_grads(self, model: Any, guide: Any, *args: Any, **kwargs: Any) -> float:
         with self._handler():
-            if self._fast(model, guide):
+            if self.takes_fast_path(model, guide):
                 loss = self._fast_loss(model, guide, *args, **kwargs)
                 loss.backward(retain_graph=self.retain_graph)
                 return torch_item(loss)

@@ -166,6 +166,29 @@ def _validate(bnnn, val: Any, num_samples: int) -> tuple[float, float]:
     return metrics.nll(p, y), metrics.accuracy(p, y)
 
 
+def _release_grads(params: set[torch.Tensor]) -> set[torch.Tensor]:
+    """Drop the gradients after an update and return the parameters that had one.
+
+    Pyro's ``zero_grads`` replaces every existing gradient by zeros, into which the next
+    backward pass accumulates; dropping them instead lets that pass write its gradients
+    directly (the same values, without the zero fill and the addition), and
+    :func:`_fill_missing_grads` puts back the zeros a parameter the next step does not reach
+    would have had.
+    """
+    released = {p for p in params if p.grad is not None}
+    for p in released:
+        p.grad = None
+    return released
+
+
+def _fill_missing_grads(released: set[torch.Tensor]) -> None:
+    """Zero gradients for the ``released`` parameters the step did not reach, as Pyro's
+    ``zero_grads`` would have left them (so the optimizer's update is unchanged)."""
+    for p in released:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+
+
 def fit(
     bnnn,
     train: Any,
@@ -278,6 +301,9 @@ def fit(
     watchdog = Watchdog(bnnn)  # non-finite loss, gradient or state: stop, name the site
     step = bnnn.epoch * total if total else 0
     model, guide = bnnn.model, bnnn.guide
+    fast = isinstance(elbo, NestedMeanFieldELBO) and elbo.takes_fast_path(model, guide)
+    fixed_params: set[torch.Tensor] | None = None  # the fast path's, found at its first step
+    released: set[torch.Tensor] = set()  # parameters whose gradients were dropped
     try:
         while bnnn.epoch < epochs:
             temperature = next(iter(bnnn.set_epoch(bnnn.epoch).values()))
@@ -289,9 +315,16 @@ def fit(
                     x, y = batch[0].to(device), batch[1].to(device)
                     draws = snapshot_rng(device)
                     # pyro.infer.SVI.step, with the checks between the gradients and the update
-                    with poutine.trace(param_only=True) as capture:
+                    if fixed_params is None:
+                        with poutine.trace(param_only=True) as capture:
+                            value = elbo.loss_and_grads(model, guide, x, y)
+                        params = {s["value"].unconstrained() for s in capture.trace.nodes.values()}
+                        if fast:  # it registers the same parameters at every step
+                            fixed_params = params
+                    else:
                         value = elbo.loss_and_grads(model, guide, x, y)
-                    params = {s["value"].unconstrained() for s in capture.trace.nodes.values()}
+                        params = fixed_params
+                    _fill_missing_grads(released)
                     if not math.isfinite(value):
                         zero_grads(params)
                         restore_rng(draws)  # the site search replays this step's draws
@@ -301,7 +334,7 @@ def fit(
                         )
                     watchdog.check_gradients(step=step, epoch=bnnn.epoch)
                     optim(params)
-                    zero_grads(params)
+                    released = _release_grads(params)
                     step += 1
                     loss_sum += value
                     steps += 1
@@ -341,6 +374,7 @@ def fit(
         note = f"Last good checkpoint: {str(checkpoint_path)!r}." if kept else ""
         raise e.with_note(note or "No checkpoint was written.") from None
     finally:
+        _fill_missing_grads(released)  # zeros, as SVI leaves them
         bar.close()
         net.train(was_training)
     return history

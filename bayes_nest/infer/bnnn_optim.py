@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import pyro
@@ -53,7 +54,11 @@ class ParameterUpdate:
     A plain ``PyroOptim`` of an elementwise torch optimizer (:data:`ELEMENTWISE`, a dict of
     arguments, no gradient clipping) keeps one torch optimizer per parameter; here it is applied
     as one torch optimizer over the same parameters with the same arguments, the same update in
-    one call. Any other Pyro optimizer (LR schedulers included) is called as SVI calls it.
+    one call. Unless the arguments choose an implementation (``foreach`` or ``fused``), that
+    optimizer is torch's fused kernel where the optimizer and device have one (Adam, AdamW,
+    SGD, Adagrad on CPU and CUDA; the same update up to floating-point rounding, in one kernel
+    launch instead of a dozen per parameter), else the multi-tensor (``foreach``) one. Any
+    other Pyro optimizer (LR schedulers included) is called as SVI calls it.
     """
 
     def __init__(self, optim: pyro.optim.PyroOptim, order: list[torch.Tensor]) -> None:
@@ -76,7 +81,9 @@ class ParameterUpdate:
             return
         if self.fused is None:
             ordered = sorted(params, key=lambda p: self.order.get(id(p), len(self.order)))
-            self.fused = self.optim.pt_optim_constructor(ordered, **self.optim.pt_optim_args)
+            self.fused = _one_optimizer(
+                self.optim.pt_optim_constructor, ordered, self.optim.pt_optim_args
+            )
             if self._pending is not None:
                 self.fused.load_state_dict(self._pending)
                 self._pending = None
@@ -97,6 +104,23 @@ class ParameterUpdate:
                 self._pending = None
         else:
             raise ValueError("the checkpoint's optimizer state is of a different optimizer")
+
+
+def _one_optimizer(
+    constructor: type[torch.optim.Optimizer], params: list[torch.Tensor], args: dict
+) -> torch.optim.Optimizer:
+    """``constructor(params, **args)``, with ``fused=True`` (else ``foreach=True``) added when
+    ``args`` choose neither and the constructor accepts it for these parameters."""
+    if "fused" in args or "foreach" in args:
+        return constructor(params, **args)
+    accepted = inspect.signature(constructor).parameters
+    for choice in ("fused", "foreach"):
+        if choice in accepted:
+            try:
+                return constructor(params, **args, **{choice: True})
+            except (RuntimeError, ValueError, TypeError):  # not for this device or dtype
+                continue
+    return constructor(params, **args)
 
 
 def step_scheduler(optim: pyro.optim.PyroOptim, epoch_loss: float) -> None:
