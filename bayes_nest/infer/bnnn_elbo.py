@@ -23,6 +23,7 @@ AutoGuide, a user likelihood, a non-Normal weight prior, relaxed masks, vectoris
 from __future__ import annotations
 
 from contextlib import nullcontext
+from functools import partial
 from typing import Any
 
 import torch
@@ -54,19 +55,23 @@ def fast_path_applies(model: Any, guide: Any) -> bool:
     )
 
 
-def _draw(loc, scale, post_loc=None, post_scale=None) -> torch.Tensor:
-    """``Normal(loc, scale).rsample()`` as the guide draws it, remembered by an active local
-    reparameterization with the posterior's ``(post_loc, post_scale)`` for a NestedNormal (as
-    the handler records it). The value itself is still needed there: a layer with a weight
-    transform (a quantizer) uses the drawn weight."""
-    value = loc + scale * torch.randn_like(loc)
+def _draw(loc_scale, post_loc, post_scale) -> torch.Tensor | local_reparam.DeferredDraw:
+    """``Normal(*loc_scale()).rsample()`` as the guide draws it (``loc_scale`` gives the drawn
+    Normal's location and scale; ``(post_loc, post_scale)`` is the posterior's, the same for a
+    plain Normal, the un-reverted one for a NestedNormal, as the handler records it).
+
+    Under an active local reparameterization the value is remembered with the posterior and
+    deferred (:class:`~bayes_nest.nn.local_reparam.DeferredDraw`): the noise is taken now, in
+    the guide's order, but ``μ + σ ε`` is computed only if a layer reads it (a weight
+    transform, e.g. a quantizer); the layers otherwise draw pre-activations from the posterior.
+    """
+    noise = torch.randn_like(post_loc)
     handler = local_reparam.active()
-    if handler is not None:
-        handler.remember(
-            value,
-            loc if post_loc is None else post_loc,
-            scale if post_scale is None else post_scale,
-        )
+    if handler is None:
+        loc, scale = loc_scale()
+        return loc + scale * noise
+    value = local_reparam.DeferredDraw(noise, loc_scale)
+    handler.remember(value, post_loc, post_scale)
     return value
 
 
@@ -88,16 +93,19 @@ def _particle(
         b_scale = None if layer.bias_rho is None else F.softplus(layer.bias_rho)
         block_mask = masks.get(site.axis)
         if block_mask is None:
-            w = _draw(w_loc, w_scale)
-            b = None if b_loc is None else _draw(b_loc, b_scale)
+            w = _draw(lambda w_loc=w_loc, w_scale=w_scale: (w_loc, w_scale), w_loc, w_scale)
+            b = None
+            if b_loc is not None:
+                b = _draw(lambda b_loc=b_loc, b_scale=b_scale: (b_loc, b_scale), b_loc, b_scale)
             weight_kl.append(per_unit_normal_kl(w_loc, w_scale, b_loc, b_scale, m0, s0).sum())
         else:
             rows = row_keep(site, block_mask)
             keep = rows.view(-1, *([1] * (w_loc.dim() - 1)))
-            w = _draw(*NestedNormal.effective(w_loc, w_scale, m0, s0, keep), w_loc, w_scale)
+            w = _draw(partial(NestedNormal.effective, w_loc, w_scale, m0, s0, keep), w_loc, w_scale)
             b = None
             if b_loc is not None:
-                b = _draw(*NestedNormal.effective(b_loc, b_scale, m0, s0, rows), b_loc, b_scale)
+                reverted = partial(NestedNormal.effective, b_loc, b_scale, m0, s0, rows)
+                b = _draw(reverted, b_loc, b_scale)
             weights_of_blocks = marginals[site.axis] if rao_blackwellized else block_mask
             weight_kl.append(
                 block_weighted_normal_kl(

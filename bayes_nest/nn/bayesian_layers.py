@@ -44,7 +44,7 @@ from .bayesian_ops import (
     local_reparam_linear,
     per_unit_normal_kl,
 )
-from .local_reparam import marginal_of
+from .local_reparam import drawn_value, marginal_of
 
 __all__ = [
     "BayesianConv2d",
@@ -300,7 +300,7 @@ class BayesianLayer(nn.Module):
                 return self._local_reparam(x, w_loc, w_scale, b_loc, b_scale)
         if self.pinned is not None or not self.stochastic or weight_transform is not None:
             if self.pinned is not None:
-                weight, bias = self.pinned
+                weight, bias = (drawn_value(v) for v in self.pinned)
             elif self.stochastic:
                 weight, bias = self.sample_weight()
             else:

@@ -23,11 +23,13 @@ from the prior would make that gradient noise).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pyro.distributions as dist
 import torch
 from pyro.poutine.messenger import Messenger
 
-__all__ = ["local_reparameterization", "marginal_of"]
+__all__ = ["DeferredDraw", "drawn_value", "local_reparameterization", "marginal_of"]
 
 _ACTIVE: list[LocalReparameterization] = []
 
@@ -59,9 +61,55 @@ class LocalReparameterization(Messenger):
             loc, scale = getattr(fn, "post_loc", fn.loc), getattr(fn, "post_scale", fn.scale)
             self.normals[id(value)] = (value, loc, scale)
 
-    def remember(self, value: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> None:
+    def remember(
+        self, value: torch.Tensor | DeferredDraw, loc: torch.Tensor, scale: torch.Tensor
+    ) -> None:
         """Record ``value`` as drawn from ``Normal(loc, scale)`` (for trace-free programs)."""
         self.normals.setdefault(id(value), (value, loc, scale))
+
+
+class DeferredDraw:
+    r"""A Normal draw :math:`\mu + \sigma \varepsilon` whose noise is taken now and whose value
+    is computed when first read (:func:`drawn_value`).
+
+    Trace-free programs pin such draws on Bayesian layers: under local reparameterization a
+    layer reads only the Normal the draw came from (:func:`marginal_of`), so the value is
+    computed only for a layer that transforms its weight (a quantizer). Taking the noise at the
+    draw keeps the random stream, and so every later draw, as with an eager draw.
+
+    Parameters
+    ----------
+    noise : Tensor
+        :math:`\varepsilon`, standard Normal, of the draw's shape.
+    loc_scale : callable
+        Returns ``(μ, σ)`` (broadcasting to ``noise``'s shape), called once, when the value is
+        first read.
+    """
+
+    __slots__ = ("_loc_scale", "_value", "noise")
+
+    def __init__(
+        self, noise: torch.Tensor, loc_scale: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    ) -> None:
+        self.noise = noise
+        self._loc_scale = loc_scale
+        self._value: torch.Tensor | None = None
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.noise.shape
+
+    def value(self) -> torch.Tensor:
+        r""":math:`\mu + \sigma \varepsilon` (computed on the first call, then kept)."""
+        if self._value is None:
+            loc, scale = self._loc_scale()
+            self._value = loc + scale * self.noise  # as Normal.rsample
+        return self._value
+
+
+def drawn_value(value: torch.Tensor | DeferredDraw | None) -> torch.Tensor | None:
+    """The tensor of ``value``: a :class:`DeferredDraw`'s value, anything else as it is."""
+    return value.value() if isinstance(value, DeferredDraw) else value
 
 
 def local_reparameterization() -> LocalReparameterization:
@@ -75,7 +123,9 @@ def active() -> LocalReparameterization | None:
     return _ACTIVE[-1] if _ACTIVE else None
 
 
-def marginal_of(value: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+def marginal_of(
+    value: torch.Tensor | DeferredDraw | None,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(loc, scale)`` of the Normal ``value`` was drawn from, under an active handler."""
     if value is None or not _ACTIVE:
         return None
