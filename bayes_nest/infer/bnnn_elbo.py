@@ -75,6 +75,15 @@ def _draw(loc_scale, post_loc, post_scale) -> torch.Tensor | local_reparam.Defer
     return value
 
 
+def _reverted(site, block_mask, loc, scale) -> tuple[torch.Tensor, torch.Tensor]:
+    """Location and scale of ``site``'s NestedNormal (weight or bias) under ``block_mask``:
+    the posterior's in kept rows, the prior's in dropped ones."""
+    layer = site.layer
+    rows = row_keep(site, block_mask)
+    keep = rows.view(-1, *([1] * (loc.dim() - 1)))
+    return NestedNormal.effective(loc, scale, layer.prior_loc, layer.prior_scale, keep)
+
+
 def _particle(
     model: BNNNModel, guide: BNNNGuide, terms: list, x, y, rao_blackwellized: bool
 ) -> torch.Tensor:
@@ -99,13 +108,10 @@ def _particle(
                 b = _draw(lambda b_loc=b_loc, b_scale=b_scale: (b_loc, b_scale), b_loc, b_scale)
             weight_kl.append(per_unit_normal_kl(w_loc, w_scale, b_loc, b_scale, m0, s0).sum())
         else:
-            rows = row_keep(site, block_mask)
-            keep = rows.view(-1, *([1] * (w_loc.dim() - 1)))
-            w = _draw(partial(NestedNormal.effective, w_loc, w_scale, m0, s0, keep), w_loc, w_scale)
+            w = _draw(partial(_reverted, site, block_mask, w_loc, w_scale), w_loc, w_scale)
             b = None
             if b_loc is not None:
-                reverted = partial(NestedNormal.effective, b_loc, b_scale, m0, s0, rows)
-                b = _draw(reverted, b_loc, b_scale)
+                b = _draw(partial(_reverted, site, block_mask, b_loc, b_scale), b_loc, b_scale)
             weights_of_blocks = marginals[site.axis] if rao_blackwellized else block_mask
             weight_kl.append(
                 block_weighted_normal_kl(
