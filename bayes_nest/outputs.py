@@ -142,6 +142,7 @@ def export_subnet(
     info = {
         "config": config,
         "method": model.method,
+        "task": model.task,
         "model": model.spec.name,
         "macs": model.cost_model("macs")(config),
         "params": model.cost_model("params")(config),

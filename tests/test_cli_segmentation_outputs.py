@@ -4,6 +4,8 @@ an image, its annotations and model samples at two budgets."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -38,6 +40,8 @@ def test_export_gives_a_plain_network_with_the_sub_networks_outputs(trained, cap
     argv = ["export", str(trained["fn3"]), "--subnet", "level0=1,dec.0=1", "--out", str(out)]
     code, text, _ = run(argv, capsys)
     assert code == 0 and "exported" in text
+    info = json.loads(out.with_suffix(".json").read_text())
+    assert info["task"] == "segmentation" and info["input_shape"] == [1, 16, 16]
     plain = torch.load(out, weights_only=False).eval()
     model = load_model(trained["fn3"])
     x = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(0))

@@ -60,6 +60,7 @@ def test_export_subnet_files_compute_the_sub_network(method, digits, tmp_path):
         assert_close(torch.softmax(plain(x), -1), expected, scale=10)  # sliced weights
     info = json.loads(open(paths["info"]).read())
     assert info["config"] == config and info["method"] == method
+    assert info["task"] == "classification"
     assert_close(info["mean"], model.mean, dtype=torch.float32)  # through JSON text
     assert len(info["std"]) == 64
     with pytest.raises(FileExistsError, match="s.pt"):
