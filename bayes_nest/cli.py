@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--ood",
         default=defaults.DEFAULT_OOD,
         type=opt.ood_kind,
-        help=f"corruption for OOD inputs, or 'none' (default {defaults.DEFAULT_OOD})",
+        help=f"corruption for OOD inputs, or 'none' (default {defaults.DEFAULT_OOD}; "
+        "classifiers only: a segmentation model reports GED, Hungarian IoU, pixel ECE and NLL)",
     )
     p.add_argument("--samples", type=opt.positive_int, help="posterior samples (BNNN)")
     p.add_argument("--json", dest="json_out", help="also write the metrics to this JSON file")
