@@ -63,18 +63,20 @@ class _LocalReparamLinear(torch.autograd.Function):
     def backward(ctx, grad):
         x, x_sq, weight_loc, weight_scale, weight_var, bias_scale, std, noise = ctx.saved_tensors
         need = ctx.needs_input_grad
-        grad_var = grad * noise / (2.0 * std)
+        # 2 g_v: the factors 2 of the variance's derivatives cancel the 1/2 of g_v (exactly:
+        # scaling by 2 is exact in floating point)
+        grad_var2 = grad * noise / std
         grad_x = grad_loc = grad_scale = grad_bias_loc = grad_bias_scale = None
         if need[0]:
-            grad_x = torch.addcmul(grad @ weight_loc, 2.0 * x, grad_var @ weight_var)
+            grad_x = torch.addcmul(grad @ weight_loc, x, grad_var2 @ weight_var)
         if need[1]:
             grad_loc = grad.t() @ x
         if need[2]:
-            grad_scale = (2.0 * weight_scale) * (grad_var.t() @ x_sq)
+            grad_scale = weight_scale * (grad_var2.t() @ x_sq)
         if need[3]:
             grad_bias_loc = grad.sum(0)
         if need[4]:
-            grad_bias_scale = (2.0 * bias_scale) * grad_var.sum(0)
+            grad_bias_scale = bias_scale * grad_var2.sum(0)
         return grad_x, grad_loc, grad_scale, grad_bias_loc, grad_bias_scale
 
 
