@@ -135,7 +135,8 @@ class NestedMeanFieldELBO(TraceMeanField_ELBO):
         sampled masks, :math:`\sum_k m_k \mathrm{KL}_k`). True: that term replaced by its
         expectation over the masks, :math:`\sum_k P(b \ge k)\, \mathrm{KL}_k` (the same ELBO
         in expectation, with lower variance and the exact gradient with respect to the keep
-        logits instead of the straight-through one); what :meth:`BNNN.fit` uses by default.
+        logits instead of the straight-through one). :meth:`BNNN.fit` uses the default
+        (False) unless given ``loss=NestedMeanFieldELBO(rao_blackwellized=True)``.
     local_reparameterization : bool
         Evaluate under :func:`~bayes_nest.nn.local_reparam.local_reparameterization` (default
         True): the network draws pre-activations from the weights' Normals (fast path and Pyro
