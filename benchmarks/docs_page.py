@@ -45,6 +45,10 @@ HEADLINES = [
     ("segmentation", "ged_ratio_vs_prob_unet", 1.0, "<="),
     ("segmentation", "ged_ratio_vs_mc_dropout", 0.9, "<="),
     ("segmentation", "half_macs_ged_ratio", 1.1, "<="),
+    ("ordered_vae", "max_elbo_gap_frac", 0.02, "<="),
+    ("ordered_vae", "truncation_gain", 3.0, ">="),
+    ("bnnn_speed", "epoch_time_ratio", 2.5, "<="),
+    ("bnnn_speed", "epoch_time_ratio_vs_pyro_bnn", 0.5, "<="),
 ]
 
 INTRO = """# Benchmarks

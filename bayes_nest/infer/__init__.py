@@ -1,7 +1,7 @@
 """Inference: FN3 training with ordered dropout, prediction and evaluation, checkpoints, and the
 Pyro mask sites shared with Bayesian nested networks."""
 
-from . import distributed, likelihoods, masks
+from . import distributed, latent, likelihoods, masks
 from .bnnn import BNNN
 from .bnnn_elbo import NestedMeanFieldELBO
 from .bnnn_fit import BNNNHistory
@@ -41,6 +41,7 @@ __all__ = [
     "fit_fn3",
     "fit_fn3_distributed",
     "keep_count_probs",
+    "latent",
     "likelihoods",
     "masks",
     "predict_probs",
