@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-PROTOCOLS = {"bnnn_vs_fn3": 1, "fn3_vs_independent": 1, "ordering": 1, "segmentation": 1}
+PROTOCOLS = {"bnnn_vs_fn3": 1, "fn3_vs_independent": 1, "ordering": 1, "segmentation": 2}
 """Current protocol version of each pre-registered benchmark (benchmarks/protocols/<name>.md)."""
 
 
