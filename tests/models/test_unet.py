@@ -141,12 +141,13 @@ def test_dropout_is_random_in_training_mode_only():
 @pytest.mark.slow
 def test_fn3_learns_per_pixel_masks_from_random_annotators():
     data = load_segmentation(num_images=160, size=16, seed=0)
+    torch.manual_seed(0)  # the initial weights too: the bound below is for one fixed seed
     net = UNet(1, 1, widths=(4, 8), groups=2, bottleneck_blocks=1)
     train = RandomAnnotatorDataset(data.train, seed=0)
     fit_fn3(
         net,
         train,
-        epochs=12,
+        epochs=30,
         loss_fn=F.binary_cross_entropy_with_logits,
         batch_size=16,
         sandwich="both",
