@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..distributions import DownhillStraightThrough, KeepCount, hard_mask
+from ..distributions.keep_count import log_keep_marginals
 
 __all__ = [
     "MASK_SITES",
@@ -279,7 +280,7 @@ class _OrderingUnit(nn.Module):
     def keep_marginals(self, *args: torch.Tensor) -> torch.Tensor:
         r""":math:`P(\text{dim } k \text{ kept}) = \prod_{j \le k} \beta_j` over all ``dim``
         dimensions (ones for the always-on ones), shape ``batch + (dim,)``."""
-        marginals = torch.exp(torch.cumsum(F.logsigmoid(self.keep_logits(*args)), -1))
+        marginals = log_keep_marginals(self.keep_logits(*args)).exp()
         return _full_mask(marginals, "relaxed", self.orderable, self.always_on)
 
     def distribution(self, *args: torch.Tensor) -> torch.distributions.Distribution:
