@@ -8,20 +8,12 @@ import json
 
 import pytest
 import torch
+from segmentation_cli_testing import QUIET, TINY, run
 
 from bayes_nest.cli import main
 from bayes_nest.pipeline import load_model
 from bayes_nest.subnet import use
 from bayes_nest.testing import assert_close
-
-TINY = ["--widths", "4,8", "--groups", "2", "--model-option", "bottleneck_blocks=1"]
-QUIET = ["--no-progress", "--threads", "1"]
-
-
-def run(argv, capsys):
-    code = main([*argv, *QUIET])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
