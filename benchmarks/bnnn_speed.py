@@ -30,12 +30,12 @@ from pathlib import Path
 import pyro
 import pyro.distributions as dist
 import torch
+from _bench import benchmark_args, median_ratio, print_table, write_result
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
 from pyro.nn import PyroModule, PyroSample
 from torch import nn
 
-from bayes_nest._bench import benchmark_args, median_ratio, print_table, write_result
 from bayes_nest.data import as_loader
 from bayes_nest.infer import BNNN, FN3Trainer
 from bayes_nest.models import MLP

@@ -31,13 +31,13 @@ import time
 from pathlib import Path
 
 import torch
+from _bench import benchmark_args, print_table, write_result
 from bnnn_vs_fn3_methods import GRIDS, METHODS, TEMPERED, widths
 from bnnn_vs_fn3_summary import METRICS, cells, comparisons, summarize
 from claims_stats import fit_temperature, run_grid, temper
 from tqdm.auto import tqdm
 
 from bayes_nest import metrics
-from bayes_nest._bench import benchmark_args, print_table, write_result
 from bayes_nest.data import corrupt, held_out_classes, load_dataset
 
 PROTOCOL_VERSION = 1

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import pyro
 import torch
+from _bench import write_result
 
 from bayes_nest import metrics
-from bayes_nest._bench import write_result
 from bayes_nest.data import load_dataset
 from bayes_nest.infer import BNNN, fit_fn3
 from bayes_nest.models import MLP

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import torch
+from _bench import benchmark_args, print_table, write_result
 
-from bayes_nest._bench import benchmark_args, print_table, write_result
 from bayes_nest.data import load_dataset
 from bayes_nest.pipeline import ModelSpec, fit
 from bayes_nest.workflow import evaluate_config

@@ -29,14 +29,14 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-
-from bayes_nest._bench import (
+from _bench import (
     benchmark_args,
     interleaved_timings,
     median_ratio,
     print_table,
     write_result,
 )
+
 from bayes_nest.distributions import Downhill, DownhillStraightThrough, KeepCount
 
 RESULTS = Path(__file__).resolve().parent / "results" / "downhill_sampling.json"

@@ -27,8 +27,8 @@ import statistics
 from pathlib import Path
 
 import torch
+from _bench import write_result
 
-from bayes_nest._bench import write_result
 from bayes_nest.models import MLP, ConvNet, ResNet
 from bayes_nest.nn import axes
 from bayes_nest.subnet import cost, export, full, measure_latency, use

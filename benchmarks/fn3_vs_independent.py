@@ -31,10 +31,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _bench import benchmark_args, print_table, write_result
 from claims_stats import early_stopping, mean_se, paired_interval, run_grid
 from tqdm.auto import tqdm
 
-from bayes_nest._bench import benchmark_args, print_table, write_result
 from bayes_nest.data import as_loader, load_dataset
 from bayes_nest.infer import FN3Trainer, evaluate
 from bayes_nest.models import MLP

@@ -40,9 +40,9 @@ from pathlib import Path
 import pyro
 import torch
 import torch.nn.functional as F
+from _bench import interleaved_timings, median_ratio, print_table, write_result
 from pyro.infer import TraceMeanField_ELBO
 
-from bayes_nest._bench import interleaved_timings, median_ratio, print_table, write_result
 from bayes_nest.infer.bnnn import BNNN
 from bayes_nest.infer.distributed import DistContext
 from bayes_nest.infer.distributed_fn3 import DistributedFN3Trainer, _grad_scaler

@@ -28,8 +28,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from _bench import benchmark_args, print_table, write_result
 
-from bayes_nest._bench import benchmark_args, print_table, write_result
 from bayes_nest.distributions import Downhill
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gradient_variance.json"

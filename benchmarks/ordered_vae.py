@@ -44,11 +44,11 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from _bench import benchmark_args, print_table, write_result
 from claims_stats import mean_se
 from torch import nn
 from tqdm.auto import tqdm
 
-from bayes_nest._bench import benchmark_args, print_table, write_result
 from bayes_nest.infer.latent import AmortizedOrderingUnit, masked_normal, nested_mask
 from bayes_nest.infer.latent_checks import fit_latent
 

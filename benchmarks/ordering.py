@@ -33,11 +33,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _bench import benchmark_args, print_table, write_result
 from claims_stats import mean_se, paired_interval, t_interval
 from tqdm.auto import tqdm
 
 from bayes_nest import metrics
-from bayes_nest._bench import benchmark_args, print_table, write_result
 from bayes_nest.data import as_loader, load_dataset
 from bayes_nest.infer import BNNN, FN3Trainer, predict_probs
 from bayes_nest.models import MLP

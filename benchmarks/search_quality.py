@@ -36,8 +36,8 @@ import time
 from pathlib import Path
 
 import torch
+from _bench import write_result
 
-from bayes_nest._bench import write_result
 from bayes_nest.data import load_dataset
 from bayes_nest.infer import fit_fn3
 from bayes_nest.models import MLP

@@ -40,12 +40,12 @@ from pathlib import Path
 import pyro
 import torch
 import torch.nn.functional as F
+from _bench import benchmark_args, print_table, write_result
 from segmentation_baselines import ProbabilisticUNet, masks_from_probs, sample_masks, train_plain
 from segmentation_summary import front_of, summarize
 from tqdm.auto import tqdm
 
 from bayes_nest import metrics
-from bayes_nest._bench import benchmark_args, print_table, write_result
 from bayes_nest.data import RandomAnnotatorDataset, as_loader, load_segmentation
 from bayes_nest.infer import fit_fn3
 from bayes_nest.models import UNet

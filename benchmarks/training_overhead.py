@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _bench import benchmark_args, write_result
 from torch import nn
 
-from bayes_nest._bench import benchmark_args, write_result
 from bayes_nest.data import as_loader
 from bayes_nest.infer import FN3Trainer
 from bayes_nest.models import MLP

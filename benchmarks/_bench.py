@@ -1,4 +1,4 @@
-"""Small helpers shared by the scripts under ``benchmarks/`` (not part of the public API).
+"""Small helpers shared by the scripts under ``benchmarks/`` (imported as ``_bench`` from there; not shipped).
 
 * :func:`benchmark_args` -- the command line every benchmark shares (``--quick``, ``--out``).
 * :func:`machine_info` -- what the numbers were measured on.
