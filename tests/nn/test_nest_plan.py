@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_nest import plain_mlp
 from torch import nn
 
 from bayes_nest import subnet
 from bayes_nest.nn import NestError, SlicedLinear, axes, nest, nest_plan
 from bayes_nest.testing import assert_close
+from tests.nn.test_nest import plain_mlp
 
 
 class Flattened(nn.Module):

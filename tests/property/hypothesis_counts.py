@@ -5,7 +5,7 @@ Hypothesis ran per test (every phase: explicit examples, generation, shrinking) 
 parametrized cases of the other tests, then prints a Markdown table (and writes JSON with
 ``--json``)::
 
-    python tests/property/hypothesis_counts.py tests/property tests/test_cli_fuzz.py
+    python tests/property/hypothesis_counts.py tests/property tests/cli/test_fuzz.py
 
 Environment variables such as ``BAYES_NEST_PROPERTY_PROFILE=property-long`` or
 ``BAYES_NEST_FUZZ_EXAMPLES=500`` pass through to the tests.

@@ -10,11 +10,11 @@ import math
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
-from property_testing import examples
 from torch import nn
 
 from bayes_nest.nn import NestedModule
 from bayes_nest.search import Front, Point, greedy
+from tests.property.property_testing import examples
 
 # ----------------------------------------------------------------------------- Front
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from subnet_testing import randomize_norms
 from torch import nn
 
 from bayes_nest.models import MLP, ConvNet
@@ -23,6 +22,7 @@ from bayes_nest.subnet import (
     use,
 )
 from bayes_nest.testing import assert_close
+from tests.subnet.subnet_testing import randomize_norms
 
 
 def _mlp() -> MLP:

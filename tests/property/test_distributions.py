@@ -11,12 +11,12 @@ import numpy as np
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from property_testing import dtypes, examples, keep_probs, num_blocks, temperatures
 from torch.distributions import kl_divergence
 
 from bayes_nest.distributions import Downhill, DownhillStraightThrough, KeepCount
 from bayes_nest.distributions.constraints import downhill, downhill_closed
 from bayes_nest.testing import assert_close
+from tests.property.property_testing import dtypes, examples, keep_probs, num_blocks, temperatures
 
 SAMPLES = 3
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from property_testing import examples
 
 from bayes_nest.models import MLP, ConvNet, ResNet, ResNeXt
 from bayes_nest.nn import axes, get_masks, masked
 from bayes_nest.subnet import full, smallest, use, validate_config
 from bayes_nest.testing import assert_close
+from tests.property.property_testing import examples
 
 
 def _build():

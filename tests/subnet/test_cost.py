@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from subnet_testing import model_zoo, random_configs
 from torch import nn
 
 from bayes_nest.models import MLP
 from bayes_nest.nn import NestedLinear, SlicedLinear
 from bayes_nest.nn.bayesian import to_bayesian_
 from bayes_nest.subnet import CostModel, cost, costs, export, layer_costs
+from tests.subnet.subnet_testing import model_zoo, random_configs
 
 thop = pytest.importorskip("thop")
 ZOO = model_zoo()

@@ -6,7 +6,6 @@ import io
 
 import pytest
 import torch
-from subnet_testing import model_zoo, random_configs, randomize_norms
 from torch import nn
 
 from bayes_nest.models import MLP, ConvNet, ResNet, ResNeXt, UNet
@@ -15,6 +14,7 @@ from bayes_nest.nn.bayesian import deterministic_weights, to_bayesian_
 from bayes_nest.nn.bits import NestedQuantizer
 from bayes_nest.subnet import ExportError, export, recalibrate_batchnorm, use
 from bayes_nest.testing import assert_close
+from tests.subnet.subnet_testing import model_zoo, random_configs, randomize_norms
 
 ZOO = model_zoo()
 

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from nn_testing import CountingBranch, check_dropped_blocks_do_not_matter, check_int_mask
 from torch import nn
 
 from bayes_nest.nn import Axis, NestedStage, axes, masked
 from bayes_nest.testing import assert_close
+from tests.nn.nn_testing import CountingBranch, check_dropped_blocks_do_not_matter, check_int_mask
 
 
 def make_stage(always_on=1, branches=3):

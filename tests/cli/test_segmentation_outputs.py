@@ -8,12 +8,12 @@ import json
 
 import pytest
 import torch
-from segmentation_cli_testing import QUIET, TINY, run
 
 from bayes_nest.cli import main
 from bayes_nest.pipeline import load_model
 from bayes_nest.subnet import use
 from bayes_nest.testing import assert_close
+from tests.cli.segmentation_testing import QUIET, TINY, run
 
 
 @pytest.fixture(scope="module")

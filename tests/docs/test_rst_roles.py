@@ -4,7 +4,7 @@ import importlib.util
 from pathlib import Path
 
 spec = importlib.util.spec_from_file_location(
-    "rst_roles", Path(__file__).parents[1] / "docs" / "_ext" / "rst_roles.py"
+    "rst_roles", Path(__file__).parents[2] / "docs" / "_ext" / "rst_roles.py"
 )
 rst_roles = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(rst_roles)

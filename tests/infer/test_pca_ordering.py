@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-_PATH = Path(__file__).resolve().parents[1] / "examples" / "pca_downhill.py"
+_PATH = Path(__file__).resolve().parents[2] / "examples" / "pca_downhill.py"
 _spec = importlib.util.spec_from_file_location("pca_downhill", _PATH)
 pca = importlib.util.module_from_spec(_spec)
 sys.modules.setdefault("pca_downhill", pca)

@@ -24,7 +24,7 @@ from bayes_nest.pipeline import load_model
 from bayes_nest.testing import argmax_margin, assert_close
 from bayes_nest.workflow import data_for, evaluate_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FIT = [
     "--hidden", "16,16", "--groups", "4", "--epochs", "3", "--batch-size", "32", "--seed", "5",
     "--lr", "0.01", "--no-progress",

@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
-from property_testing import dtypes, examples
 from sklearn.metrics import average_precision_score
 
 from bayes_nest import metrics
 from bayes_nest.testing import assert_close
+from tests.property.property_testing import dtypes, examples
 
 SCALAR = ["accuracy", "nll", "brier_score", "expected_calibration_error", "max_calibration_error"]
 

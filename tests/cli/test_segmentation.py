@@ -10,7 +10,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from segmentation_cli_testing import QUIET, TINY, run
 
 from bayes_nest.cli import main
 from bayes_nest.data import make_lesions
@@ -18,6 +17,7 @@ from bayes_nest.infer.checkpoint import load_checkpoint
 from bayes_nest.pipeline import CHECKPOINT_KIND, load_model
 from bayes_nest.subnet import use
 from bayes_nest.testing import assert_close
+from tests.cli.segmentation_testing import QUIET, TINY, run
 
 
 @pytest.fixture(scope="module")

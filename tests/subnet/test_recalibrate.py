@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from subnet_testing import randomize_norms
 from torch import nn
 
 from bayes_nest.models import MLP, ConvNet
 from bayes_nest.subnet import export, recalibrate_batchnorm, use
 from bayes_nest.testing import assert_close
+from tests.subnet.subnet_testing import randomize_norms
 
 
 def _batches(x: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
