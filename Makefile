@@ -36,8 +36,9 @@ test-all: venv
 doctest: venv
 	$(PY) -m pytest --doctest-modules bayes_nest -q
 
+# Style, formatting, and the layering contracts of pyproject.toml ([tool.importlinter]).
 lint: venv
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/lint-imports
 
 docs: venv
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict

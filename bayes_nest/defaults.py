@@ -5,7 +5,7 @@ Every layer reads its defaults from here: the library's trainers and models
 (:class:`~bayes_nest.infer.FN3Trainer`, :func:`~bayes_nest.infer.fit_fn3`,
 :class:`~bayes_nest.infer.BNNN` and its ``fit`` and ``predict``, the data-parallel trainers),
 the loaders of `bayes_nest.data`, the searches and scores of `bayes_nest.search.objectives`, the
-application's :func:`bayes_nest.pipeline.fit` and `bayes_nest.workflow`, and the
+application's :func:`bayes_nest.app.fitting.fit` and `bayes_nest.app`, and the
 ``bayes-nest`` commands with their config files (an option left out takes the value below). A
 test compares every command-line and config-file option with its library source. The module
 imports nothing but the standard library, so the command line reads it without loading torch.
@@ -16,7 +16,7 @@ of keep rate :math:`\pi = 0.9` and no sandwich rule, BNNN with prior and initial
 probability 0.95, Downhill temperature :math:`\tau = 1`, a standard Normal weight prior and the
 full weight KL (``kl_scale = 1``, the ELBO). Applications that want another recipe pass it
 explicitly (the demo trains FN3 with the sandwich rule and the BNNN at :math:`\tau = 0.5`; see
-:data:`bayes_nest.demo.RECIPE`).
+:data:`bayes_nest.app.demo.RECIPE`).
 
 The tables are read-only mappings; copy one (``dict(FN3_DEFAULTS)``) to change values.
 
@@ -101,10 +101,10 @@ model (`bayes_nest.infer.masks.mask_priors`, `bayes_nest.infer.OrderedDropout.sa
 the BNNN's variational ordering units relax at ``BNNN_DEFAULTS["temperature"]``."""
 
 DEFAULT_METHOD = "fn3"
-"""The training method of `bayes_nest.pipeline.fit` and ``bayes-nest fit`` when none is named."""
+"""The training method of `bayes_nest.app.fitting.fit` and ``bayes-nest fit`` when none is named."""
 
 DEFAULT_MODEL = "mlp"
-"""The architecture of `bayes_nest.pipeline.ModelSpec` and ``bayes-nest fit`` when none is
+"""The architecture of `bayes_nest.app.spec.ModelSpec` and ``bayes-nest fit`` when none is
 named."""
 
 SPLIT_DEFAULTS: Mapping[str, Any] = MappingProxyType(
@@ -113,15 +113,15 @@ SPLIT_DEFAULTS: Mapping[str, Any] = MappingProxyType(
 """The default train/validation/test split: the seed of the shuffle and the shares of the
 examples held out for validation and test (the rest trains). Every loader
 (`bayes_nest.data.from_arrays`, `bayes_nest.data.load_dataset`,
-`bayes_nest.workflow.load_data`) and the ``bayes-nest fit`` options ``--split-seed``,
+`bayes_nest.app.data.load_data`) and the ``bayes-nest fit`` options ``--split-seed``,
 ``--val-fraction`` and ``--test-fraction`` default to it."""
 
 DEFAULT_COST = "macs"
-"""The cost metric of searches, fronts and reports (`bayes_nest.workflow.search_front`,
-`bayes_nest.workflow.analyse`, ``--cost``)."""
+"""The cost metric of searches, fronts and reports (`bayes_nest.app.front.search_front`,
+`bayes_nest.app.budgets.analyse`, ``--cost``)."""
 DEFAULT_OOD = "gaussian_noise"
 """The corruption that makes out-of-distribution inputs for the OOD AUROC of an evaluation
-(`bayes_nest.workflow.evaluate_config`, `bayes_nest.workflow.analyse`, ``--ood``)."""
+(`bayes_nest.app.evaluation.evaluate_config`, `bayes_nest.app.budgets.analyse`, ``--ood``)."""
 DEFAULT_BUDGETS = ("10%", "25%", "50%", "100%")
 """Budgets of a report, as shares of the full network's cost (the demo, ``bayes-nest report``)."""
 

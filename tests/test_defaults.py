@@ -13,9 +13,9 @@ import sys
 import pytest
 import torch
 
-from bayes_nest import _cli_options as opt
 from bayes_nest import cli, demo, pipeline, pipeline_train, workflow
 from bayes_nest.cli import build_parser
+from bayes_nest.cli import options as opt
 from bayes_nest.data import (
     from_arrays,
     load_dataset,

@@ -1,4 +1,5 @@
-"""Exporters of the built-in layers and models (registered when :mod:`.export` is imported)."""
+"""Exporters of the built-in layers and models (registered when :mod:`.export` is imported;
+they build on :mod:`.export_registry` only, so the two modules form no import cycle)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from ..nn.paths import NestedPaths
 from ..nn.width import SlicedConv2d, SlicedLinear, _NestedWidth
 from ._graphs import branch_sum, channel_scale, residual_chain, symbolic_trace
 from ._trace import Call
-from .export import ExportContext, ExportError, register_exporter
+from .export_registry import ExportContext, ExportError, register_exporter
 
 __all__ = ["activation_module"]
 

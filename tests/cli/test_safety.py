@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-import bayes_nest.pipeline as pipeline
+import bayes_nest.app.fitting as pipeline
 from bayes_nest._files import atomic_write
 from bayes_nest.cli import main
 from bayes_nest.pipeline import load_model

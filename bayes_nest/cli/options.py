@@ -1,5 +1,5 @@
 """Options of the ``bayes-nest`` command: option groups and config files (value types in
-`bayes_nest._cli_types`, re-exported here)."""
+`bayes_nest.cli.values`, re-exported here)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from ._cli_types import (  # noqa: F401  (re-exported: opt.<type> in the command definitions)
+from .._files import require_file
+from .values import (  # noqa: F401  (re-exported: opt.<type> in the command definitions)
     TRAINING_MAX,
     budget,
     budget_list,
@@ -29,7 +30,6 @@ from ._cli_types import (  # noqa: F401  (re-exported: opt.<type> in the command
     training_number,
     unit_interval,
 )
-from ._files import require_file
 
 # ----------------------------------------------------------------------------- fit options
 
@@ -126,7 +126,7 @@ def option_default(name: str, method: str | None = None) -> Any:
         For a name that is no option of ``fit``, or a training option ``method`` does not
         take.
     """
-    from .defaults import DEFAULT_METHOD, DEFAULT_MODEL, SPLIT_DEFAULTS, defaults_of
+    from ..defaults import DEFAULT_METHOD, DEFAULT_MODEL, SPLIT_DEFAULTS, defaults_of
 
     if name not in FIT_OPTIONS:
         raise KeyError(f"{name!r} is no option of fit")
@@ -147,7 +147,7 @@ def option_default(name: str, method: str | None = None) -> Any:
 
 def _default_text(name: str) -> str:
     """`` (default ...)`` for the help of option ``name``, read from `option_default`."""
-    from .defaults import METHOD_DEFAULTS
+    from ..defaults import METHOD_DEFAULTS
 
     def shown(value: Any) -> str:
         return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
@@ -248,7 +248,7 @@ def _from_file(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def fit_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Merge a config file and the command line into the settings of ``fit``."""
-    from .pipeline import ModelSpec
+    from ..app.spec import ModelSpec
 
     values, model_options = _from_file(args.config) if args.config else ({}, {})
     values.update({k: getattr(args, k) for k in FIT_OPTIONS if getattr(args, k) is not None})
@@ -350,7 +350,7 @@ def add_selection(p: argparse.ArgumentParser, multiple: bool) -> None:
 
 
 def add_search_options(p: argparse.ArgumentParser) -> None:
-    from .defaults import (
+    from ..defaults import (
         DEFAULT_COST,
         DEPRECATED_SCORES,
         SCORE_DEFAULTS,
@@ -393,7 +393,7 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
 def selected_configs(args: argparse.Namespace, model: Any) -> list[tuple[str, dict[str, int]]]:
     """The sub-networks a command should use, as ``(label, config)`` pairs: given ones
     (``--subnet``), the front's best for each ``--budget``, or the full network."""
-    from .subnet import validate_config
+    from ..subnet import validate_config
 
     subnets = args.subnet if isinstance(args.subnet, list) else [args.subnet] * bool(args.subnet)
     budgets = args.budget if isinstance(args.budget, list) else [args.budget] * bool(args.budget)
@@ -406,7 +406,7 @@ def selected_configs(args: argparse.Namespace, model: Any) -> list[tuple[str, di
     if subnets:
         return [("-", validate_config(model.module, s, partial=True)) for s in subnets]
     if args.front:
-        from .workflow import best_config, read_front
+        from ..app.front import best_config, read_front
 
         front = read_front(args.front, model)
         return [(str(b), best_config(front, b, model)) for b in budgets]

@@ -30,10 +30,10 @@ _OPTION_NAMES = {
 
 def run_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """The settings a resumed run must share with the checkpoint's run (JSON-like), from
-    `bayes_nest._cli_options.fit_settings`'s result."""
+    `bayes_nest.cli.options.fit_settings`'s result."""
     import json
 
-    from .pipeline_train import training_options
+    from ..app.train import training_options
 
     method = settings["method"]
     train, data = settings["rest"]
@@ -73,7 +73,7 @@ def check_resume(path: str, run: dict[str, Any], epochs: int | None) -> None:
         Naming every differing setting with its value here and in the checkpoint, or the
         checkpoint's epoch; or a checkpoint that records no settings.
     """
-    from .infer.checkpoint import checkpoint_info, load_checkpoint
+    from ..infer.checkpoint import checkpoint_info, load_checkpoint
 
     info = checkpoint_info(path)
     recorded = (info.get("extra") or {}).get("run")

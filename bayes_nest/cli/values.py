@@ -9,7 +9,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from ._files import require_file
+from .._files import require_file
 
 __all__ = [
     "TRAINING_MAX",
@@ -142,7 +142,7 @@ def choice(*options: Any) -> Callable[[Any], Any]:
 
 
 def ood_kind(value: Any) -> str | None:
-    from .data import CORRUPTIONS  # imported when used: the command starts without torch
+    from ..data import CORRUPTIONS  # imported when used: the command starts without torch
 
     return choice(*CORRUPTIONS, None)(value)
 
