@@ -13,7 +13,8 @@ import sys
 import pytest
 import torch
 
-from bayes_nest import cli, demo, pipeline, pipeline_train, workflow
+from bayes_nest import cli, demo, pipeline, workflow
+from bayes_nest.app import train as pipeline_train
 from bayes_nest.cli import build_parser
 from bayes_nest.cli import options as opt
 from bayes_nest.data import (

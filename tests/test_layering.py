@@ -33,7 +33,6 @@ MOVED = {
     "bayes_nest.report": ("app.budgets", "app.report", "app.tables"),
     "bayes_nest.outputs": ("app.outputs",),
     "bayes_nest.demo": ("app.demo",),
-    "bayes_nest.pipeline_train": ("app.train",),
     "bayes_nest.pipeline_segmentation": ("app.segmentation",),
 }
 
