@@ -19,9 +19,8 @@ from pathlib import Path
 import torch
 from _bench import benchmark_args, print_table, write_result
 
+from bayes_nest.app import ModelSpec, evaluate_config, fit
 from bayes_nest.data import load_dataset
-from bayes_nest.pipeline import ModelSpec, fit
-from bayes_nest.workflow import evaluate_config
 
 DEVICE = "cuda"
 RESULTS = Path(__file__).resolve().parent / "results" / "cuda_check.json"

@@ -22,8 +22,8 @@ import argparse
 import torch
 
 from bayes_nest import analysis, metrics, plots
+from bayes_nest.app import ModelSpec, fit
 from bayes_nest.data import load_dataset
-from bayes_nest.pipeline import ModelSpec, fit
 
 
 def main(argv: list[str] | None = None):

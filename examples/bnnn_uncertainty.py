@@ -20,10 +20,11 @@ import argparse
 import torch
 
 from bayes_nest import metrics
+from bayes_nest.app import ModelSpec, fit
+from bayes_nest.app.contexts import seeded
+from bayes_nest.app.report import keep_count_interval
+from bayes_nest.app.tables import format_table
 from bayes_nest.data import held_out_classes, load_dataset
-from bayes_nest.pipeline import ModelSpec, fit
-from bayes_nest.report import format_table, keep_count_interval
-from bayes_nest.workflow import seeded
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -21,11 +21,11 @@ import functools
 import torch
 
 from bayes_nest import metrics
+from bayes_nest.app import format_table
 from bayes_nest.data import load_dataset
 from bayes_nest.infer import evaluate, fit_fn3
 from bayes_nest.models import MLP
 from bayes_nest.nn import masked
-from bayes_nest.report import format_table
 from bayes_nest.subnet import cost
 
 

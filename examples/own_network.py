@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from bayes_nest import search, subnet
+from bayes_nest.app import format_table
 from bayes_nest.data import load_dataset
 from bayes_nest.infer import BNNN, fit_fn3
 from bayes_nest.nn import axes, nest, nest_plan
-from bayes_nest.report import format_table
 
 SHAPE = (1, 8, 8)  # scikit-learn's digits as 8x8 images
 

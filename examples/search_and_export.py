@@ -26,12 +26,10 @@ from pathlib import Path
 import torch
 
 from bayes_nest import metrics
+from bayes_nest.app import ModelSpec, evaluate_config, export_subnet, fit, search_front
+from bayes_nest.app.tables import config_summary, format_table
 from bayes_nest.data import load_dataset
-from bayes_nest.outputs import export_subnet
-from bayes_nest.pipeline import ModelSpec, fit
-from bayes_nest.report import config_summary, format_table
 from bayes_nest.search import SCORES
-from bayes_nest.workflow import evaluate_config, search_front
 
 
 def median_latency(fn, x: torch.Tensor, repeats: int = 30) -> float:

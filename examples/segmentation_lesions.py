@@ -23,12 +23,12 @@ import pyro
 import torch
 
 from bayes_nest import metrics
+from bayes_nest.app import format_table
 from bayes_nest.data import RandomAnnotatorDataset, load_segmentation
 from bayes_nest.infer import BNNN, likelihoods
 from bayes_nest.models import UNet
 from bayes_nest.nn import axes
 from bayes_nest.plots import segmentation_samples
-from bayes_nest.report import format_table
 from bayes_nest.subnet import cost, recalibrate_batchnorm
 
 
