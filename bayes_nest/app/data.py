@@ -54,9 +54,6 @@ def apply_standardization(bundle: DataBundle, mean: torch.Tensor, std: torch.Ten
     return dataclasses.replace(bundle, **splits, mean=mean, std=std, standardize="model")
 
 
-# ----------------------------------------------------------------------------- data
-
-
 def load_data(
     source: str | os.PathLike,
     *,

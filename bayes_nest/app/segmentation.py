@@ -1,4 +1,4 @@
-r"""Segmentation models in the workflow: data, training, prediction, evaluation and the figure.
+r"""Segmentation models in the main job: data, training, prediction, evaluation and the figure.
 
 A model spec of `bayes_nest.app.spec.SEGMENTATION_MODELS` (the nested U-Net, ``"unet"``) makes a
 *segmentation* model (`bayes_nest.app.spec.ModelSpec.task`). Its data are a

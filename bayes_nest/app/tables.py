@@ -122,6 +122,3 @@ def _numeric(text: str) -> bool:
         return True
     except ValueError:
         return False
-
-
-# ----------------------------------------------------------------------------- report folder
