@@ -8,15 +8,9 @@ import os
 import pytest
 import torch
 
-from bayes_nest.data import load_dataset
 from bayes_nest.outputs import check_output, export_paths, export_subnet, write_atomic
 from bayes_nest.pipeline import ModelSpec, fit
 from bayes_nest.testing import assert_close
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 def test_write_atomic_replaces_and_leaves_no_temporary(tmp_path):

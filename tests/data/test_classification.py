@@ -23,11 +23,6 @@ from bayes_nest.testing import assert_close
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", seed=0)
-
-
-@pytest.fixture(scope="module")
 def sk_digits():
     from sklearn.datasets import load_digits
 

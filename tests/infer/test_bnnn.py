@@ -15,14 +15,6 @@ from bayes_nest.subnet import full, smallest
 from bayes_nest.testing import assert_close
 
 
-@pytest.fixture(autouse=True)
-def _clean_pyro():
-    pyro.clear_param_store()
-    yield
-    pyro.settings.set(module_local_params=False)
-    pyro.clear_param_store()
-
-
 def _tiny(seed=0, **kw):
     torch.manual_seed(seed)
     net = MLP(4, [8, 8], 3, groups=4, always_on=1)

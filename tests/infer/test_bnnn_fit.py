@@ -15,15 +15,7 @@ from bayes_nest.models import MLP
 from bayes_nest.nn import NestedLinear, SlicedLinear
 from bayes_nest.testing import assert_close
 
-
-@pytest.fixture(autouse=True)
-def _clean_pyro():
-    pyro.clear_param_store()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: one thread is faster and steadier
-    yield
-    torch.set_num_threads(threads)
-    pyro.clear_param_store()
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: faster and steadier
 
 
 def _signal_in_r_dims(n, seed, r=3, d=8):

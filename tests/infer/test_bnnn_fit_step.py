@@ -13,15 +13,7 @@ from bayes_nest.infer.bnnn_fit import _fill_missing_grads, _release_grads
 from bayes_nest.models import MLP
 from bayes_nest.testing import assert_close
 
-
-@pytest.fixture(autouse=True)
-def _clean_pyro():
-    pyro.clear_param_store()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    pyro.clear_param_store()
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: faster and steadier
 
 
 def _problem(n=96, seed=0):

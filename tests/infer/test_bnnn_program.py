@@ -18,13 +18,6 @@ from bayes_nest.nn.local_reparam import local_reparameterization
 from bayes_nest.testing import assert_close
 
 
-@pytest.fixture(autouse=True)
-def _clean_pyro():
-    pyro.clear_param_store()
-    yield
-    pyro.clear_param_store()
-
-
 def _bnnn(seed=0, **kw):
     torch.manual_seed(seed)
     bnnn = BNNN(MLP(4, [8, 8], 3, groups=4), **kw)

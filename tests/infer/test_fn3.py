@@ -25,11 +25,6 @@ from bayes_nest.testing import assert_close
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", seed=0)
-
-
-@pytest.fixture(scope="module")
 def trained_mlp(digits):
     torch.manual_seed(0)
     net = MLP(64, [128, 128], 10, groups=16)

@@ -14,13 +14,6 @@ from bayes_nest.models import MLP
 from bayes_nest.testing import assert_close
 
 
-@pytest.fixture(autouse=True)
-def _clean_pyro():
-    pyro.clear_param_store()
-    yield
-    pyro.clear_param_store()
-
-
 def _data(n=30, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 4, generator=g)

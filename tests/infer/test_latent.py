@@ -25,13 +25,6 @@ from bayes_nest.infer.latent_checks import UnsafeGuideError, check_guide, fit_la
 from bayes_nest.testing import assert_close
 
 
-@pytest.fixture(autouse=True)
-def _clean_store():
-    pyro.clear_param_store()
-    yield
-    pyro.clear_param_store()
-
-
 def test_mask_site_is_per_example_inside_a_plate_with_the_geometric_prior():
     def model():
         with pyro.plate("data", 6):

@@ -18,12 +18,7 @@ _spec.loader.exec_module(pca)
 SIGNAL = len(pca.EIGENVALUES)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: one thread is faster and steadier
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: faster and steadier
 
 
 def _assert_ordered(fit, basis, min_cos):

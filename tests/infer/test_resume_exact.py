@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import os
 
-import pyro
 import pytest
 import torch
 
@@ -166,13 +165,6 @@ def test_fn3_refuses_mismatched_tampered_and_truncated_checkpoints(tmp_path):
 
 
 # ----------------------------------------------------------------------------- BNNN
-
-
-@pytest.fixture(autouse=True)
-def _clean_pyro():
-    pyro.clear_param_store()
-    yield
-    pyro.clear_param_store()
 
 
 class _CrashingAdam(torch.optim.Adam):

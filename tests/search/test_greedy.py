@@ -132,8 +132,8 @@ def test_step_and_start():
         greedy(net, score, cost=_blocks, start=start, progress=False)
 
 
-def test_bits_axis_not_reduced_when_it_saves_no_macs():
-    net = MLP(6, [8], 3, groups=4, bits=4)
+def test_bits_axis_not_reduced_when_it_saves_no_macs(tiny_mlp):
+    net = tiny_mlp(bits=4)
 
     def score(config):
         return float(sum(config.values()))

@@ -49,9 +49,9 @@ def test_bits_reach_their_best_value_under_macs(direction, bits_mlp):
 
 
 @pytest.mark.parametrize("direction", ["both", "down", "up"])
-def test_best_neutral_value_need_not_be_an_end_of_the_axis(direction):
+def test_best_neutral_value_need_not_be_an_end_of_the_axis(direction, tiny_mlp):
     """A score peaking at 2 of 4 bits: both walks find 2 (scored, not assumed)."""
-    net = MLP(6, [8], 3, groups=4, bits=4)
+    net = tiny_mlp(bits=4)
     peak = {1: -0.5, 2: 0.0, 3: -0.2, 4: -0.1}
 
     def score(config):
@@ -160,8 +160,8 @@ def test_every_axis_kind_under_macs_against_exhaustive(seed, every_kind_macs):
         (torch.tensor(-math.inf), ValueError, "infinite"),
     ],
 )
-def test_scores_that_are_not_finite_real_numbers_are_refused(value, error, match):
-    net = MLP(6, [8], 3, groups=4)
+def test_scores_that_are_not_finite_real_numbers_are_refused(value, error, match, tiny_mlp):
+    net = tiny_mlp()
     with pytest.raises(error, match=match) as info:
         greedy(net, lambda config: value, input_shape=(6,), progress=False)
     assert "hidden.0" in str(info.value)  # the message names the config
@@ -172,8 +172,8 @@ def test_scores_that_are_not_finite_real_numbers_are_refused(value, error, match
 @pytest.mark.parametrize(
     "value", [np.float32(0.25), np.int64(1), torch.tensor(0.25), np.array([0.25]), 0.25, 1]
 )
-def test_numeric_scores_of_every_kind_are_accepted(value):
-    net = MLP(6, [8], 3, groups=4)
+def test_numeric_scores_of_every_kind_are_accepted(value, tiny_mlp):
+    net = tiny_mlp()
     front = greedy(net, lambda config: value, input_shape=(6,), progress=False)
     expected = 1.0 if value == 1 else 0.25
     assert all(p.score == expected and type(p.score) is float for p in front.points)

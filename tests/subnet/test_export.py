@@ -167,8 +167,8 @@ def test_block_scales_on_depth_and_paths():
         assert_close(exported(x), _scaled_reference(model, config, scales, x), scale=10)
 
 
-def test_block_scales_validation():
-    net = MLP(6, [8], 3, groups=4, bits=4)
+def test_block_scales_validation(tiny_mlp):
+    net = tiny_mlp(bits=4)
     with pytest.raises(ValueError, match="unknown axis"):
         export(net, {}, input_shape=(6,), block_scales={"nope": torch.ones(4)})
     with pytest.raises(ValueError, match="shape"):
@@ -252,8 +252,8 @@ def test_calibration_data_recalibrates_exported_norms():
     assert not exported.training
 
 
-def test_shape_can_come_from_calibration_data_or_example():
-    net = MLP(6, [8], 3, groups=4)
+def test_shape_can_come_from_calibration_data_or_example(tiny_mlp):
+    net = tiny_mlp()
     data = [(torch.randn(4, 6), torch.zeros(4))]
     a = export(net, {"hidden.0": 1}, calibration_data=data)
     b = export(net, {"hidden.0": 1}, example_input=torch.randn(2, 6))
