@@ -12,7 +12,7 @@ momentum. Variants, measured interleaved in one run (medians of repeats, ratios 
   ``nn.BatchNorm2d`` / ``nn.Linear`` layers (:func:`bayes_nest.subnet.export`, identical
   architecture and parameter count), trained by a plain PyTorch loop;
 * ``nested full`` -- the nested ResNet with every block kept (the nested layers' own overhead);
-* ``nested FN3`` -- one step of :class:`~bayes_nest.infer.distributed_fn3.DistributedFN3Trainer`
+* ``nested FN3`` -- one step of :class:`~bayes_nest.infer.FN3Trainer` (the training loop's step)
   (one-process job): a keep count drawn per axis (truncated geometric, π = 0.9), the sliced
   sub-network trained; this is the ratio the claim is about;
 * ``BNNN SVI`` -- one SVI step (``TraceMeanField_ELBO``) of a BNNN around the same ResNet
@@ -45,7 +45,8 @@ from pyro.infer import TraceMeanField_ELBO
 
 from bayes_nest.infer.bnnn import BNNN
 from bayes_nest.infer.distributed import DistContext
-from bayes_nest.infer.distributed_fn3 import DistributedFN3Trainer, _grad_scaler
+from bayes_nest.infer.fn3 import FN3Trainer
+from bayes_nest.infer.training import grad_scaler
 from bayes_nest.models import ResNet
 from bayes_nest.subnet import export, full
 
@@ -113,7 +114,7 @@ def build(preset: dict, device: torch.device, amp_rows: bool):
         plain_step, full_net, _sgd(full_net.parameters()), None, False
     )
 
-    trainer = DistributedFN3Trainer(
+    trainer = FN3Trainer(
         nested(), ctx=ctx, optimizer=_sgd, keep_prob=0.9, seed=0, progress=False, batch_size=batch
     )
     trainer.module.train()
@@ -142,11 +143,11 @@ def build(preset: dict, device: torch.device, amp_rows: bool):
 
     if amp_rows:
         amp_plain = export(reference, full(reference), input_shape=(3, 32, 32)).to(device)
-        scaler = _grad_scaler()
+        scaler = grad_scaler()
         steps["plain + AMP"] = functools.partial(
             plain_step, amp_plain.train(), _sgd(amp_plain.parameters()), scaler, True
         )
-        amp_trainer = DistributedFN3Trainer(
+        amp_trainer = FN3Trainer(
             nested(), ctx=ctx, optimizer=_sgd, seed=0, progress=False, batch_size=batch, amp=True
         )
         amp_trainer.module.train()

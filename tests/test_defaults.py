@@ -38,8 +38,6 @@ from bayes_nest.infer import FN3Trainer, fit_fn3
 from bayes_nest.infer.bnnn import BNNN
 from bayes_nest.infer.bnnn_fit import fit as bnnn_fit
 from bayes_nest.infer.bnnn_predict import predict as bnnn_predict
-from bayes_nest.infer.distributed_bnnn import fit_bnnn_distributed
-from bayes_nest.infer.distributed_fn3 import DistributedFN3Trainer
 from bayes_nest.infer.masks import mask_prior, mask_priors
 from bayes_nest.infer.ordered_dropout import OrderedDropout
 from bayes_nest.infer.vou import VariationalOrderingUnit
@@ -223,9 +221,6 @@ def test_every_fit_option_defaults_to_the_library(name, method, source, tmp_path
         (fit_fn3, "distribution", "distribution", FN3_DEFAULTS),
         (fit_fn3, "sandwich", "sandwich", FN3_DEFAULTS),
         (fit_fn3, "batch_size", "batch_size", FN3_DEFAULTS),
-        (DistributedFN3Trainer, "keep_prob", "keep_prob", FN3_DEFAULTS),
-        (DistributedFN3Trainer, "sandwich", "sandwich", FN3_DEFAULTS),
-        (DistributedFN3Trainer, "batch_size", "batch_size", FN3_DEFAULTS),
         (OrderedDropout, "keep_prob", "keep_prob", FN3_DEFAULTS),
         (OrderedDropout, "distribution", "distribution", FN3_DEFAULTS),
         (OrderedDropout, "sandwich", "sandwich", FN3_DEFAULTS),
@@ -238,7 +233,6 @@ def test_every_fit_option_defaults_to_the_library(name, method, source, tmp_path
         (BNNN.predict, "num_samples", "predict_samples", BNNN_DEFAULTS),
         (bnnn_fit, "batch_size", "batch_size", BNNN_DEFAULTS),
         (bnnn_predict, "num_samples", "predict_samples", BNNN_DEFAULTS),
-        (fit_bnnn_distributed, "batch_size", "batch_size", BNNN_DEFAULTS),
         (VariationalOrderingUnit, "init_keep_prob", "init_keep_prob", BNNN_DEFAULTS),
         (VariationalOrderingUnit, "temperature", "temperature", BNNN_DEFAULTS),
         (mask_prior, "keep_prob", "keep_prob", BNNN_DEFAULTS),

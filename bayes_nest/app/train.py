@@ -1,15 +1,12 @@
 r"""Training behind :func:`bayes_nest.pipeline.fit`: FN3 or BNNN, one process or a data-parallel
 job, CPU or CUDA.
 
-In one process, FN3 training reads the training split in the order of the data-parallel
-trainer: epoch :math:`e` is the permutation drawn from a generator seeded with
-:math:`\text{seed} + e` (:func:`~bayes_nest.infer.distributed.shard_loader` with one rank).
-With :math:`W` processes and a global batch :math:`G`, global batch :math:`k` holds the same
-examples (when :math:`W` divides the training-set size), the ordered-dropout keep counts are
-drawn by identically seeded samplers and the gradients are averaged over the shards, so `fit`
-in one process and under ``torchrun`` train the same network up to floating-point summation
-order. A one-process run keeps the training watchdog of
-:class:`~bayes_nest.infer.FN3Trainer` (a non-finite value names the parameter or layer).
+Both methods train through the one training loop
+(:class:`~bayes_nest.infer.training.TrainingLoop`), given the job's context when there is one:
+with :math:`W` processes every global batch holds the examples of the one-process run, split by
+rows, and the random numbers are the one-process ones, so `fit` in one process and under
+``torchrun`` train the same network up to floating-point summation order, and a checkpoint of
+either resumes in the other.
 """
 
 from __future__ import annotations
@@ -25,7 +22,7 @@ from torch import nn
 from ..data import DataBundle
 from ..defaults import BNNN_DEFAULTS, FN3_DEFAULTS, defaults_of
 from ..infer import FN3Trainer
-from ..infer.distributed import DistContext, set_epoch, shard_loader
+from ..infer.distributed import DistContext
 
 __all__ = [
     "BNNN_DEFAULTS",
@@ -122,18 +119,6 @@ def warm_start(module: nn.Module, init: Any, spec: Any, bundle: DataBundle) -> N
     module.load_state_dict(init.module.state_dict())
 
 
-class _SeededOrderFN3Trainer(FN3Trainer):
-    """:class:`~bayes_nest.infer.FN3Trainer` reading the data in the data-parallel order (one
-    shard of one rank: epoch ``e`` is the permutation seeded with ``seed + e``)."""
-
-    def _loader(self, train: Any) -> Any:
-        return shard_loader(train, self.batch_size, DistContext(), seed=self._loader_seed)
-
-    def _run_epoch(self, loader: Any, val: Any, bar: Any) -> None:
-        set_epoch(loader, self.epoch)
-        super()._run_epoch(loader, val, bar)
-
-
 def train_fn3(
     module: nn.Module,
     bundle: DataBundle,
@@ -148,9 +133,9 @@ def train_fn3(
 ) -> dict[str, list]:
     """Train ``module`` with ordered dropout on ``bundle.train``; returns the history as a dict.
 
-    ``ctx=None`` trains in this process alone (mixed precision, too, runs on the data-parallel
-    trainer, with a one-process context); otherwise on every rank of ``ctx``'s job, with
-    ``opts["batch_size"]`` the global batch.
+    ``ctx=None`` trains in this process alone, otherwise on every process of ``ctx``'s job
+    (``opts["batch_size"]`` is the global batch); the same :class:`~bayes_nest.infer.FN3Trainer`
+    either way.
     """
     kwargs = {
         "optimizer": functools.partial(
@@ -163,13 +148,9 @@ def train_fn3(
         "seed": int(opts["seed"]),
         "progress": progress,
     }
-    if ctx is None and not amp:
-        trainer: FN3Trainer = _SeededOrderFN3Trainer(module, device=device, **kwargs)
-    else:
-        from ..infer.distributed_fn3 import DistributedFN3Trainer
-
-        ctx = ctx if ctx is not None else DistContext(device=device)
-        trainer = DistributedFN3Trainer(module, ctx=ctx, amp=amp or False, **kwargs)
+    if ctx is None:
+        ctx = DistContext(device=device)
+    trainer = FN3Trainer(module, ctx=ctx, amp=amp or False, **kwargs)
     history = trainer.fit(
         bundle.train,
         epochs=int(opts["epochs"]),
@@ -209,10 +190,8 @@ def train_bnnn(
 ) -> tuple[Any, dict[str, list]]:
     """Fit a BNNN posterior for ``module`` by SVI; returns the BNNN and its history as a dict.
 
-    ``ctx=None``: in this process (the fused mean-field ELBO of
-    :func:`bayes_nest.infer.bnnn_fit.fit`); otherwise on every rank of ``ctx``'s job
-    (:func:`~bayes_nest.infer.distributed_bnnn.fit_bnnn_distributed`, ``opts["batch_size"]``
-    the global batch).
+    ``ctx=None``: in this process; otherwise on every process of ``ctx``'s job
+    (``opts["batch_size"]`` is the global batch); :meth:`~bayes_nest.infer.BNNN.fit` either way.
     """
     bnnn = make_bnnn(module, opts).to(device)
     kwargs = {
@@ -225,10 +204,5 @@ def train_bnnn(
         "checkpoint_path": checkpoint_path,
         "resume": resume,
     }
-    if ctx is None:
-        history = bnnn.fit(bundle.train, **kwargs)
-    else:
-        from ..infer.distributed_bnnn import fit_bnnn_distributed
-
-        history = fit_bnnn_distributed(bnnn, bundle.train, ctx=ctx, **kwargs)
+    history = bnnn.fit(bundle.train, ctx=ctx, **kwargs)
     return bnnn, history.as_dict()

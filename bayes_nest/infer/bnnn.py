@@ -358,6 +358,8 @@ class BNNN(nn.Module):
         seed: int | None = None,
         checkpoint_path: str | os.PathLike | None = None,
         resume: bool = False,
+        ctx: Any = None,
+        check_masks: bool = False,
     ):
         """Train by stochastic variational inference and return the history; see
         :func:`bayes_nest.infer.bnnn_fit.fit` for the arguments."""
@@ -377,4 +379,6 @@ class BNNN(nn.Module):
             seed=seed,
             checkpoint_path=checkpoint_path,
             resume=resume,
+            ctx=ctx,
+            check_masks=check_masks,
         )

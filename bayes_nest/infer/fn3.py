@@ -1,52 +1,40 @@
 r"""FN3 training: point-estimate weights trained on the ordered-dropout objective.
 
-One step draws a keep count per axis from the fixed prior of :class:`OrderedDropout`, sets it on
-the network (which then computes only the kept blocks) and takes an optimizer step on
-
-.. math:: L(W) = \mathbb E_{c \sim q}\big[\ell(f_{W, c}(x), y)\big],
-
-estimated with one draw per mini-batch (plus the full and/or smallest sub-network under the
-sandwich rule, averaged). Training is seeded, can write atomic checkpoints holding everything
-that determines the rest of the run (weights, optimizer, scheduler, sampler, random and
-data-order state) and resume from them exactly, and stops with :class:`NonFiniteLossError` at the
-first non-finite loss, before the bad step changes the weights or the last checkpoint.
+:class:`FN3Trainer` puts together the FN3 objective (:class:`~bayes_nest.infer.fn3_program.FN3Program`:
+one keep count per axis drawn from the fixed prior of :class:`OrderedDropout` per mini-batch,
+plus the full and/or smallest sub-network under the sandwich rule) and the one training loop
+(:class:`~bayes_nest.infer.training.TrainingLoop`): seeded, with atomic checkpoints holding
+everything that determines the rest of the run and exact resume from them (whatever the number
+of processes of either run), mixed precision on CUDA, data parallelism given a
+:class:`~bayes_nest.infer.distributed.DistContext`, and a stop with :class:`NonFiniteLossError`
+at the first non-finite loss, before the bad step changes the weights or the last checkpoint.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import time
-import warnings
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from ..data import as_loader
 from ..nn.nest import check_narrowing
-from .checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
 from .defaults import FN3_DEFAULTS
-from .evaluate import _module_device, evaluate
+from .distributed import DistContext, agreed_seed
+from .evaluate import _module_device
 from .fn3_history import History, NonFiniteLossError
-from .fn3_setup import _generators, _make_optimizer, _make_scheduler
+from .fn3_program import FN3Program
+from .fn3_setup import _make_optimizer, _make_scheduler
 from .ordered_dropout import OrderedDropout
-from .watchdog import NonFiniteError, Watchdog
+from .training.loop import TrainingLoop
+from .watchdog import Watchdog
 
 __all__ = ["FN3Trainer", "History", "NonFiniteLossError", "fit_fn3"]
 
-CHECKPOINT_KIND = "fn3"
+CHECKPOINT_KIND = FN3Program.kind
 
 
 class FN3Trainer:
@@ -69,13 +57,16 @@ class FN3Trainer:
     loss_fn : callable, optional
         ``loss_fn(output, target) -> scalar``; default :func:`torch.nn.functional.cross_entropy`.
     batch_size : int
-        Batch size when data come as ``(x, y)`` pairs (loaders are used as they are).
+        Batch size when data come as ``(x, y)`` pairs or a dataset (loaders are used as they
+        are); in a data-parallel job the *global* batch of all processes together.
     device : torch.device or str, optional
-        Device to train on (the module is moved there); default: where the module is.
+        Device to train on (the module is moved there); default: where the module is, or
+        ``ctx.device``.
     seed : int, optional
         Seeds torch's global generator (when the trainer is created), the sampler and the
         shuffling of ``(x, y)`` training data: the same seed and initial weights give identical
-        weights. ``None`` draws the sampler and shuffling seeds from torch's global generator.
+        weights. ``None`` draws the sampler and shuffling seeds from torch's global generator
+        (on process 0, sent to all, in a data-parallel job).
     coupling : {None, "kind", "all"}
         Draw the keep counts of axes of one kind (or of all axes) from one shared uniform
         number; see :class:`~bayes_nest.infer.OrderedDropout`.
@@ -84,9 +75,20 @@ class FN3Trainer:
         from the first one's softmax (detached) instead of the labels; needs
         ``sandwich="full"`` or ``"both"`` (the full network is the teacher).
     progress : bool
-        Show a tqdm progress bar with the running loss and accuracy.
+        Show a tqdm progress bar with the running loss and accuracy (on process 0).
     grad_clip : float, optional
         Clip the global gradient norm to this value.
+    ctx : DistContext, optional
+        The data-parallel job (:func:`~bayes_nest.infer.distributed.setup`, e.g. under
+        ``torchrun``): every process runs this trainer on its rows of every global batch and the
+        result is the one-process result (to floating-point summation order). Default: this
+        process alone.
+    amp : bool or {"float16", "bfloat16"}
+        Automatic mixed precision on CUDA (float16 with gradient scaling); a ``ValueError``
+        elsewhere. See :class:`~bayes_nest.infer.training.Precision`.
+    check_masks : bool
+        In a data-parallel job, verify at every step that all processes drew the same keep
+        counts and hold the same random state (a debugging aid).
 
     Notes
     -----
@@ -94,7 +96,9 @@ class FN3Trainer:
     a :class:`~bayes_nest.infer.watchdog.NonFiniteError` at the first non-finite loss or
     gradient (before the optimizer step) and refuses to write a checkpoint of a non-finite
     state, naming the step and the input, parameter or layer where the value first appears.
-    Set it to ``None`` to switch the checks off.
+    Set it to ``None`` to switch the checks off. ``trainer.loop`` is the
+    :class:`~bayes_nest.infer.training.TrainingLoop` and ``trainer.program`` the
+    :class:`~bayes_nest.infer.fn3_program.FN3Program` it trains.
     """
 
     def __init__(
@@ -115,6 +119,9 @@ class FN3Trainer:
         seed: int | None = None,
         progress: bool = True,
         grad_clip: float | None = None,
+        ctx: DistContext | None = None,
+        amp: bool | str = False,
+        check_masks: bool = False,
     ) -> None:
         if not isinstance(module, nn.Module):
             raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
@@ -128,120 +135,125 @@ class FN3Trainer:
             raise TypeError(f"seed must be an int or None, got {seed!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        self.device = torch.device(device) if device is not None else _module_device(module)
-        self.module = module.to(self.device)
-        if seed is not None:
-            torch.manual_seed(seed)
-        self.seed = seed
-        self.sampler = OrderedDropout(
-            module, keep_prob, distribution, sandwich=sandwich, coupling=coupling, seed=seed
-        )
-        check_narrowing(module)  # a plain layer after a width layer: a clear error, not a crash
-        self.optimizer = _make_optimizer(optimizer, module)
-        self.scheduler = _make_scheduler(scheduler, self.optimizer)
-        self.scheduler_interval = scheduler_interval
+        if ctx is not None and not isinstance(ctx, DistContext):
+            raise TypeError(f"ctx must be a DistContext (from setup()), got {type(ctx).__name__}")
+        if ctx is not None and device is not None and torch.device(device) != ctx.device:
+            raise ValueError(
+                f"device={str(device)!r} differs from the process's device {str(ctx.device)!r}; "
+                "choose the device in setup(device=...)"
+            )
         if distill and sandwich not in ("full", "both"):
             raise ValueError(
                 f"distill=True needs the full network in every step (sandwich 'full' or 'both'), "
                 f"got sandwich={sandwich!r}"
             )
-        self.distill = bool(distill)
-        self.loss_fn = F.cross_entropy if loss_fn is None else loss_fn
-        self.batch_size = batch_size
-        self.progress = progress
-        self.grad_clip = None if grad_clip is None else float(grad_clip)
-        self.history = History()
-        self.epoch = 0
-        self.step = 0
-        self.watchdog: Watchdog | None = Watchdog(module)
-        self._loader_seed = (
+        if ctx is not None:
+            device = ctx.device
+        self.device = torch.device(device) if device is not None else _module_device(module)
+        self.module = module.to(self.device)
+        if ctx is not None and ctx.distributed:
+            seed = agreed_seed(seed, ctx)
+        if seed is not None:
+            torch.manual_seed(seed)
+        self.seed = seed
+        sampler = OrderedDropout(
+            module, keep_prob, distribution, sandwich=sandwich, coupling=coupling, seed=seed
+        )
+        check_narrowing(module)  # a plain layer after a width layer: a clear error, not a crash
+        optimizer = _make_optimizer(optimizer, module)
+        self.program = FN3Program(
+            module,
+            sampler,
+            optimizer,
+            scheduler=_make_scheduler(scheduler, optimizer),
+            scheduler_interval=scheduler_interval,
+            loss_fn=F.cross_entropy if loss_fn is None else loss_fn,
+            distill=distill,
+            grad_clip=None if grad_clip is None else float(grad_clip),
+            watchdog=Watchdog(module),
+        )
+        loader_seed = (
             seed if seed is not None else int(torch.randint(0, 2**62, (), dtype=torch.int64))
         )
+        self.loop = TrainingLoop(
+            self.program,
+            batch_size=batch_size,
+            loader_seed=loader_seed,
+            ctx=ctx if ctx is not None else DistContext(device=self.device),
+            amp=amp,
+            progress=progress,
+            check_masks=check_masks,
+        )
 
-    # ------------------------------------------------------------------ one step
+    # ------------------------------------------------------------------ views
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+    @property
+    def ctx(self) -> DistContext:
+        """The data-parallel job (one process by default)."""
+        return self.loop.ctx
+
+    @property
+    def sampler(self) -> OrderedDropout:
+        return self.program.sampler
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.program.optimizer
+
+    @optimizer.setter
+    def optimizer(self, value: torch.optim.Optimizer) -> None:
+        self.program.optimizer = _make_optimizer(value, self.module)
+
+    @property
+    def scheduler(self) -> Any:
+        return self.program.scheduler
+
+    @property
+    def watchdog(self) -> Watchdog | None:
+        return self.program.watchdog
+
+    @watchdog.setter
+    def watchdog(self, value: Watchdog | None) -> None:
+        self.program.watchdog = value
+
+    @property
+    def epoch(self) -> int:
+        """Completed epochs."""
+        return self.loop.epoch
+
+    @property
+    def step(self) -> int:
+        """Completed optimizer steps."""
+        return self.loop.step
+
+    @step.setter
+    def step(self, value: int) -> None:
+        self.loop.step = int(value)
+
+    @property
+    def history(self) -> History:
+        return self.loop.history
+
+    @property
+    def batch_size(self) -> int:
+        return self.loop.batch_size
+
+    # ------------------------------------------------------------------ steps and state
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         """One optimizer step on a batch; returns (loss, number of correct predictions) of the
         sampled sub-network. Raises :class:`NonFiniteLossError` before updating on a bad loss."""
-        configs = self.sampler.step_configs()
-        self.optimizer.zero_grad(set_to_none=True)
-        scale = 1.0 / len(configs)
-        sampled = 0 if self.sampler.sandwich not in ("full", "both") else 1
-        loss_value, correct = math.nan, 0
-        teacher = None
-        for i, counts in enumerate(configs):
-            self.sampler.apply(counts)
-            out = self.module(x)
-            if teacher is None:
-                loss = self.loss_fn(out, y)
-                if self.distill:
-                    teacher = torch.softmax(out.detach(), dim=-1)
-            else:
-                loss = -(teacher * torch.log_softmax(out, dim=-1)).sum(-1).mean()
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                where = None
-                if self.watchdog is not None:
-                    where = self.watchdog.locate(inputs=x, forward=lambda: self.module(x))
-                raise NonFiniteLossError(self.step, self.epoch, value, counts, "", where)
-            (loss * scale if scale != 1.0 else loss).backward()
-            if i == sampled:
-                loss_value = value
-                if out.dim() == 2 and y.dim() == 1 and not y.is_floating_point():
-                    correct = int((out.detach().argmax(-1) == y).sum())
-        if self.watchdog is not None:  # before clipping, which would spread a NaN
-            self.watchdog.check_gradients(step=self.step, epoch=self.epoch)
-        if self.grad_clip is not None:
-            nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
-        self.optimizer.step()
-        if self.scheduler is not None and self.scheduler_interval == "step":
-            self.scheduler.step()
-        self.step += 1
-        return loss_value, correct
-
-    # ------------------------------------------------------------------ state
+        if self.program.precision is None:
+            self.program.bind(self.loop, None)
+        return self.loop.train_step(x, y)
 
     def state_dict(self, loader: DataLoader | None = None) -> dict[str, Any]:
         """Everything that determines the rest of a run, for :func:`save_checkpoint`."""
-        return {
-            "model": self.module.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
-            "sampler": self.sampler.state_dict(),
-            "rng": rng_state(),
-            "loader_generators": [g.get_state() for g in _generators(loader)] if loader else [],
-            "epoch": self.epoch,
-            "step": self.step,
-            "history": self.history.as_dict(),
-        }
+        return self.loop.state_dict(loader)
 
     def load_state_dict(self, state: Mapping[str, Any], loader: DataLoader | None = None) -> None:
         """Restore a state from :meth:`state_dict` (e.g. read by :func:`load_checkpoint`)."""
-        self.module.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if (state["scheduler"] is None) != (self.scheduler is None):
-            raise ValueError("checkpoint and trainer disagree on whether a scheduler is used")
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        self.sampler.load_state_dict(state["sampler"])
-        set_rng_state(state["rng"])
-        if loader is not None:
-            gens, saved = _generators(loader), state["loader_generators"]
-            if len(gens) != len(saved):
-                raise ValueError(
-                    f"the training loader has {len(gens)} generators but the checkpoint "
-                    f"holds {len(saved)}: resume with the same kind of training data"
-                )
-            for g, s in zip(gens, saved, strict=True):
-                g.set_state(torch.as_tensor(s, dtype=torch.uint8))
-        self.epoch = int(state["epoch"])
-        self.step = int(state["step"])
-        self.history = History.from_dict(state["history"])
-
-    # ------------------------------------------------------------------ loop
-
-    def _loader(self, train: Any) -> DataLoader:
-        return as_loader(train, self.batch_size, shuffle=True, seed=self._loader_seed)
+        self.loop.load_state_dict(state, loader)
 
     def fit(
         self,
@@ -257,114 +269,28 @@ class FN3Trainer:
 
         Parameters
         ----------
-        train : DataLoader or (x, y) pair
-            Training data; pairs are shuffled with the trainer's seed every epoch.
+        train : DataLoader, Dataset or (x, y) pair
+            Training data; pairs and datasets are shuffled with the trainer's seed every epoch.
         epochs : int
             Total number of epochs (a resumed run continues up to this number).
         val : DataLoader or (x, y) pair, optional
             Validation data; the full network is scored after every epoch.
         checkpoint_path : path, optional
-            Where to write a checkpoint every ``checkpoint_every`` epochs and after the last.
+            Where to write a checkpoint every ``checkpoint_every`` epochs and after the last
+            (process 0 writes, atomically).
         resume : bool
             Continue from ``checkpoint_path`` if it exists (identical weights to an uninterrupted
-            run with the same settings); start afresh if it does not.
+            run with the same settings, with any number of processes); start afresh if it does
+            not.
         """
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-            raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
-        if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int):
-            raise ValueError(f"checkpoint_every must be a positive int, got {checkpoint_every!r}")
-        if checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be a positive int, got {checkpoint_every!r}")
-        if resume and checkpoint_path is None:
-            raise ValueError("resume=True needs a checkpoint_path")
-        loader = self._loader(train)
-        if resume and Path(checkpoint_path).exists():
-            state = load_checkpoint(checkpoint_path, kind=CHECKPOINT_KIND)
-            try:
-                self.load_state_dict(state, loader)
-            except (KeyError, TypeError, ValueError, RuntimeError) as e:
-                msg = " ".join(str(e if not isinstance(e, KeyError) else f"no {e}").split())
-                raise CheckpointError(
-                    f"{checkpoint_path} does not fit this trainer (another network, optimizer "
-                    f"or data?): {msg[:300]}"
-                ) from e
-        elif resume:
-            warnings.warn(
-                f"no checkpoint at {str(checkpoint_path)!r}; training from the start", stacklevel=2
-            )
-        try:
-            total = len(loader)
-        except TypeError:
-            total = None
-        bar = tqdm(
-            total=None if total is None else epochs * total,
-            initial=0 if total is None else min(self.epoch, epochs) * total,
-            disable=not self.progress,
-            desc="FN3",
-            unit="step",
+        return self.loop.fit(
+            train,
+            epochs=epochs,
+            val=val,
+            checkpoint_path=checkpoint_path,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
         )
-        self.module.train()
-        try:
-            while self.epoch < epochs:
-                self._run_epoch(loader, val, bar)
-                last = self.epoch == epochs
-                if checkpoint_path is not None and (last or self.epoch % checkpoint_every == 0):
-                    if self.watchdog is not None:  # never replace a good file by a bad state
-                        self.watchdog.check_state(
-                            step=self.step, epoch=self.epoch, optimizer=self.optimizer
-                        )
-                    self._save_checkpoint(checkpoint_path, loader)
-        except NonFiniteError as e:
-            note = (
-                f"Last good checkpoint: {str(checkpoint_path)!r}."
-                if checkpoint_path is not None and Path(checkpoint_path).exists()
-                else "No checkpoint was written."
-            )
-            raise e.with_note(note) from None
-        finally:
-            self.sampler.clear()
-            bar.close()
-        return self.history
-
-    def _save_checkpoint(self, path: str | os.PathLike, loader: DataLoader) -> None:
-        """Write the training state to ``path`` (overridden by distributed training, where only
-        one process writes)."""
-        save_checkpoint(path, self.state_dict(loader), kind=CHECKPOINT_KIND)
-
-    def _run_epoch(self, loader: DataLoader, val: Any, bar: tqdm) -> None:
-        loss_sum, correct, seen, batches = 0.0, 0, 0, 0
-        start = time.perf_counter()
-        for batch in loader:
-            x, y = batch[0].to(self.device), batch[1].to(self.device)
-            loss, n_correct = self.train_step(x, y)
-            loss_sum += loss
-            correct += n_correct
-            seen += len(y)
-            batches += 1
-            bar.update(1)
-        seconds = time.perf_counter() - start
-        self.sampler.clear()
-        self.epoch += 1
-        train_loss = loss_sum / max(batches, 1)
-        scores = evaluate(self.module, val, {}) if val is not None else None
-        self.module.train()
-        if self.scheduler is not None and self.scheduler_interval == "epoch":
-            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                self.scheduler.step(scores["nll"] if scores else train_loss)
-            else:
-                self.scheduler.step()
-        h = self.history
-        h.epoch.append(self.epoch)
-        h.loss.append(train_loss)
-        h.accuracy.append(correct / max(seen, 1))
-        h.val_loss.append(scores["nll"] if scores else math.nan)
-        h.val_accuracy.append(scores["accuracy"] if scores else math.nan)
-        h.lr.append(float(self.optimizer.param_groups[0]["lr"]))
-        h.seconds.append(seconds)
-        postfix = {"loss": f"{train_loss:.3f}", "acc": f"{h.accuracy[-1]:.3f}"}
-        if scores:
-            postfix["val_acc"] = f"{scores['accuracy']:.3f}"
-        bar.set_postfix(postfix, refresh=False)
 
 
 def fit_fn3(
@@ -390,6 +316,9 @@ def fit_fn3(
     checkpoint_every: int = 1,
     resume: bool = False,
     grad_clip: float | None = None,
+    ctx: DistContext | None = None,
+    amp: bool | str = False,
+    check_masks: bool = False,
 ) -> History:
     """Train ``module`` with ordered dropout for ``epochs`` epochs; see :class:`FN3Trainer`
     (constructor arguments) and :meth:`FN3Trainer.fit` (``train``, ``epochs``, ``val`` and the
@@ -419,6 +348,9 @@ def fit_fn3(
         seed=seed,
         progress=progress,
         grad_clip=grad_clip,
+        ctx=ctx,
+        amp=amp,
+        check_masks=check_masks,
     )
     return trainer.fit(
         train,

@@ -77,16 +77,22 @@ class NonFiniteError(FloatingPointError):
             f"training stopped before it changed the weights{note}"
         )
 
+    def _replaced(self, **changes: Any) -> NonFiniteError:
+        error = type(self).__new__(type(self))
+        error.__dict__.update(self.__dict__)
+        error.__dict__.update(changes)
+        error.args = (error._message(),)
+        return error
+
     def with_note(self, note: str) -> NonFiniteError:
         """The same error with ``note`` (e.g. the last good checkpoint) in its message."""
-        return NonFiniteError(
-            self.quantity,
-            step=self.step,
-            epoch=self.epoch,
-            where=self.where,
-            value=self.value,
-            note=note,
-        )
+        return self._replaced(note=note)
+
+    def on_ranks(self, ranks: Iterable[int]) -> NonFiniteError:
+        """The same error, saying which processes of a data-parallel job saw the value."""
+        ranks = list(ranks)
+        label = f"process{'es' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
+        return self._replaced(where=f"{self.where} on {label}" if self.where else f"{label}")
 
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)

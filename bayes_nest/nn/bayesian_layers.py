@@ -41,6 +41,7 @@ from torch import nn
 from .bayesian_ops import (
     VAR_FLOOR,
     block_weighted_normal_kl,
+    example_noise,
     local_reparam_linear,
     per_unit_normal_kl,
 )
@@ -335,7 +336,7 @@ class BayesianLayer(nn.Module):
         mean = self._affine(x, weight_loc, bias_loc)
         bias_var = None if bias_scale is None else bias_scale.square()
         var = self._affine(x.square(), weight_scale.square(), bias_var)
-        return torch.addcmul(mean, (var + VAR_FLOOR).sqrt(), torch.randn_like(mean))
+        return torch.addcmul(mean, (var + VAR_FLOOR).sqrt(), example_noise(mean))
 
     def extra_repr(self) -> str:
         prior = self.prior_rule or f"{self.prior_scale:g}"

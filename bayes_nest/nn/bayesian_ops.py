@@ -30,7 +30,9 @@ Per-unit KL of a layer (row :math:`i` of the weight and bias entry :math:`i`, pr
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -39,11 +41,58 @@ from torch.autograd.function import once_differentiable
 __all__ = [
     "VAR_FLOOR",
     "block_weighted_normal_kl",
+    "example_noise",
+    "example_shard",
     "local_reparam_linear",
     "per_unit_normal_kl",
 ]
 
 VAR_FLOOR = 1e-12  # added to the pre-activation variance before the square root
+
+_shard: tuple[int, int, int] | None = None  # (rank, world size, rows of the global batch)
+
+
+@contextlib.contextmanager
+def example_shard(rank: int, world_size: int, global_rows: int) -> Iterator[None]:
+    """Within this context, the batches are rows ``rank, rank + world_size, ...`` of a global
+    batch of ``global_rows`` rows, and per-example noise (:func:`example_noise`) is drawn for
+    the global batch and split the same way.
+
+    So every process of a data-parallel job draws the random numbers a single process would
+    draw for the whole batch, and keeps its rows: the processes' random streams stay equal, and
+    their results are those of one process (a training loop that splits batches this way
+    enters this context around each step).
+    """
+    global _shard
+    if not 0 <= rank < world_size or global_rows < 1:
+        raise ValueError(
+            f"need 0 <= rank < world_size and global_rows >= 1, got rank={rank}, "
+            f"world_size={world_size}, global_rows={global_rows}"
+        )
+    previous, _shard = _shard, (int(rank), int(world_size), int(global_rows))
+    try:
+        yield
+    finally:
+        _shard = previous
+
+
+def example_noise(like: torch.Tensor) -> torch.Tensor:
+    r"""Standard normal noise shaped like ``like`` (whose dim 0 indexes examples):
+    ``torch.randn_like(like)``, or inside :func:`example_shard` this process's rows of one draw
+    for the global batch.
+    """
+    if _shard is None:
+        return torch.randn_like(like)
+    rank, world_size, rows = _shard
+    local = len(range(rank, rows, world_size))
+    if like.dim() == 0 or like.shape[0] != local:
+        raise RuntimeError(
+            f"per-example noise of shape {tuple(like.shape)} inside example_shard(rank={rank}, "
+            f"world_size={world_size}, global_rows={rows}): dim 0 should hold this process's "
+            f"{local} examples"
+        )
+    noise = torch.randn((rows, *like.shape[1:]), dtype=like.dtype, device=like.device)
+    return noise[rank::world_size].contiguous()
 
 
 class _LocalReparamLinear(torch.autograd.Function):
@@ -54,7 +103,7 @@ class _LocalReparamLinear(torch.autograd.Function):
         weight_var = weight_scale * weight_scale
         bias_var = None if bias_scale is None else bias_scale * bias_scale
         std = F.linear(x_sq, weight_var, bias_var).add_(VAR_FLOOR).sqrt_()
-        noise = torch.randn_like(mean)
+        noise = example_noise(mean)
         ctx.save_for_backward(x, x_sq, weight_loc, weight_scale, weight_var, bias_scale, std, noise)
         return torch.addcmul(mean, std, noise)
 

@@ -63,14 +63,14 @@ def _fn3(settings: str, crash_at_step: int | None = None) -> FN3Trainer:
     net = MLP(12, [16, 16], 4, groups=4)
     trainer = FN3Trainer(net, batch_size=BATCH, seed=5, progress=False, **SETTINGS[settings])
     if crash_at_step is not None:
-        step = trainer.train_step
+        step = trainer.loop._step
 
         def train_step(x, y):
             if trainer.step == crash_at_step:
                 raise Crash(f"killed at step {trainer.step}")
             return step(x, y)
 
-        trainer.train_step = train_step
+        trainer.loop._step = train_step
     return trainer
 
 

@@ -41,13 +41,13 @@ class _Recorder:
 
     def __init__(self, trainer: FN3Trainer) -> None:
         self.trainer, self.files, self.after_step = trainer, [], []
-        write = trainer._save_checkpoint
+        write = trainer.loop._save
 
         def save(path, loader):
             write(path, loader)
             self.files.append(path.read_bytes())
 
-        trainer._save_checkpoint = save
+        trainer.loop._save = save
         step = trainer.optimizer.step
 
         def optimizer_step(*args, **kwargs):
