@@ -4,7 +4,7 @@ r"""Training a :class:`~bayes_nest.infer.bnnn.BNNN` by stochastic variational in
 ``pyro.infer.SVI(bnnn.model, bnnn.guide, optimizer, loss).step(x, y)`` (the ELBO's
 ``loss_and_grads`` under a parameter trace, then the Pyro optimizer on the parameters found),
 with a non-finite check of the loss and the gradients before the update
-(:class:`~bayes_nest.infer.bnnn_program.BNNNProgram`, run by
+(:class:`~bayes_nest.infer.bnnn_svi.BNNNProgram`, run by
 :class:`~bayes_nest.infer.training.TrainingLoop`). ``loss`` is any ELBO
 instance (default :class:`~bayes_nest.infer.bnnn_elbo.NestedMeanFieldELBO`, the trace-free
 ``TraceMeanField_ELBO``; ``Trace_ELBO()``, ``TraceGraph_ELBO()``, ... work too) and
@@ -25,7 +25,7 @@ from pyro.infer import ELBO, Trace_ELBO
 
 from .bnnn_elbo import NestedMeanFieldELBO
 from .bnnn_optim import ParameterUpdate, make_pyro_optim
-from .bnnn_program import BNNNProgram, _fill_missing_grads, _release_grads
+from .bnnn_svi import BNNNProgram, _fill_missing_grads, _release_grads
 from .defaults import BNNN_DEFAULTS
 from .distributed import DistContext, agreed_seed
 from .training.history import History

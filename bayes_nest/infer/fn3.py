@@ -1,6 +1,6 @@
 r"""FN3 training: point-estimate weights trained on the ordered-dropout objective.
 
-:class:`FN3Trainer` puts together the FN3 objective (:class:`~bayes_nest.infer.fn3_program.FN3Program`:
+:class:`FN3Trainer` puts together the FN3 objective (:class:`~bayes_nest.infer.fn3_objective.FN3Program`:
 one keep count per axis drawn from the fixed prior of :class:`OrderedDropout` per mini-batch,
 plus the full and/or smallest sub-network under the sandwich rule) and the one training loop
 (:class:`~bayes_nest.infer.training.TrainingLoop`): seeded, with atomic checkpoints holding
@@ -26,7 +26,7 @@ from .defaults import FN3_DEFAULTS
 from .distributed import DistContext, agreed_seed
 from .evaluate import _module_device
 from .fn3_history import History, NonFiniteLossError
-from .fn3_program import FN3Program
+from .fn3_objective import FN3Program
 from .fn3_setup import _make_optimizer, _make_scheduler
 from .ordered_dropout import OrderedDropout
 from .training.loop import TrainingLoop
@@ -98,7 +98,7 @@ class FN3Trainer:
     state, naming the step and the input, parameter or layer where the value first appears.
     Set it to ``None`` to switch the checks off. ``trainer.loop`` is the
     :class:`~bayes_nest.infer.training.TrainingLoop` and ``trainer.program`` the
-    :class:`~bayes_nest.infer.fn3_program.FN3Program` it trains.
+    :class:`~bayes_nest.infer.fn3_objective.FN3Program` it trains.
     """
 
     def __init__(

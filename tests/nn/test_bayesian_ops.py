@@ -8,6 +8,8 @@ from torch.distributions import Normal, kl_divergence
 from bayes_nest.nn.bayesian_ops import (
     VAR_FLOOR,
     block_weighted_normal_kl,
+    example_noise,
+    example_shard,
     local_reparam_linear,
     per_unit_normal_kl,
 )
@@ -98,3 +100,47 @@ def test_block_weighted_normal_kl_value_and_gradients():
         lambda *a: block_weighted_normal_kl(*a, 2, 0.1, 0.8),
         (loc, scale, bias_loc, bias_scale, weights),
     )
+
+
+def test_example_noise_outside_a_shard_is_randn_like():
+    like = torch.empty(5, 3, dtype=torch.float64)
+    torch.manual_seed(4)
+    expected = torch.randn_like(like)
+    torch.manual_seed(4)
+    assert torch.equal(example_noise(like), expected)
+
+
+@pytest.mark.parametrize(("rows", "world"), [(6, 2), (7, 2), (7, 3), (4, 4)])
+def test_sharded_noise_is_the_global_draw_split_by_rows(rows, world):
+    torch.manual_seed(0)
+    whole, following = torch.randn(rows, 3), torch.randn(2)
+    for rank in range(world):
+        torch.manual_seed(0)
+        local = len(range(rank, rows, world))
+        with example_shard(rank, world, rows):
+            noise = example_noise(torch.empty(local, 3))
+        assert torch.equal(noise, whole[rank::world])
+        # every process's stream moves on as one process's would
+        assert torch.equal(torch.randn(2), following)
+
+
+def test_sharded_noise_refuses_a_batch_that_is_not_the_shard():
+    with example_shard(1, 2, 7), pytest.raises(RuntimeError, match="this process's 3 examples"):
+        example_noise(torch.empty(4, 3))
+    with pytest.raises(ValueError, match="rank=2"):
+        with example_shard(2, 2, 7):
+            pass
+
+
+def test_local_reparameterization_in_shards_is_the_one_batch_computation():
+    torch.manual_seed(1)
+    x = torch.randn(6, 4)
+    loc, scale = torch.randn(3, 4), torch.rand(3, 4) + 0.1
+    bias_loc, bias_scale = torch.randn(3), torch.rand(3) + 0.1
+    torch.manual_seed(2)
+    whole = local_reparam_linear(x, loc, scale, bias_loc, bias_scale)
+    for rank in range(2):
+        torch.manual_seed(2)
+        with example_shard(rank, 2, 6):
+            part = local_reparam_linear(x[rank::2], loc, scale, bias_loc, bias_scale)
+        assert_close(part, whole[rank::2])

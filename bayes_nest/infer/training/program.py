@@ -1,7 +1,7 @@
 """What the training loop trains: the :class:`TrainingProgram` protocol and a step's result.
 
 A program owns the model, its loss and its optimizer (FN3:
-:class:`~bayes_nest.infer.fn3.FN3Program`; BNNN: :class:`~bayes_nest.infer.bnnn_fit.BNNNProgram`);
+:class:`~bayes_nest.infer.fn3_objective.FN3Program`; BNNN: :class:`~bayes_nest.infer.bnnn_svi.BNNNProgram`);
 :class:`~bayes_nest.infer.training.TrainingLoop` owns everything around the steps (epochs, data
 order, the progress bar, validation scheduling, the history, checkpoints and exact resume, the
 non-finite checks, mixed precision and data parallelism). The same program runs in one process
