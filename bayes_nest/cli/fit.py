@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import warnings
 from typing import Any
 
 from . import options as opt
@@ -62,12 +61,6 @@ def _fit(args: argparse.Namespace, launch: Launch, ctx: Any) -> None:
                 "every rank (a shared file system, or a copy on every node)"
             )
     n = len(bundle.train.x)
-    if is_main and n % world:
-        warnings.warn(
-            f"the {n} training examples are not divisible by the {world} processes: every epoch "
-            f"repeats {world - n % world} of them to even out the shards",
-            stacklevel=2,
-        )
     stamp = contextlib.nullcontext()
     if args.checkpoint:  # every checkpoint records its run's settings (checked on --resume)
         from ..infer.checkpoint import stamped
@@ -126,14 +119,7 @@ def _prepare(args: argparse.Namespace, launch: Launch, ctx: Any) -> tuple:
     method, (train, data_info) = settings["method"], settings["rest"]
     if launch.amp and method != "fn3":
         raise ValueError(f"--amp is offered for FN3 training only, not for --method {method}")
-    world = 1 if ctx is None else ctx.world_size
     defaults = defaults_of(method)
-    batch = train.get("batch_size") or defaults["batch_size"]
-    if batch % world:
-        raise ValueError(
-            f"--batch-size {batch} (the global batch) is not divisible by the {world} "
-            f"processes; choose a multiple of {world}"
-        )
     out = settings["out"]
     inputs = [settings["data"], args.config, settings.get("init_from")]
     if ctx is None or ctx.is_main:
