@@ -246,4 +246,44 @@ def render(results: dict[str, dict]) -> str:
         lines += [f"* {note}" for note in notes]
         if notes:
             lines.append("")
+    lines += misses(results)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def misses(results: dict[str, dict]) -> list[str]:
+    """The section listing every measured check that misses its target, with the cell where it
+    is worst and the benchmark's own verdict, when its JSON gives them."""
+    lines = []
+    for claim in CLAIMS:
+        for check in claim.checks:
+            data = current(check.benchmark, results)
+            summary = (data or {}).get("summary", {})
+            value = summary.get(check.key)
+            if check.op == "report" or not isinstance(value, int | float):
+                continue
+            if met(value, check.target, check.op):
+                continue
+            line = (
+                f"* **{claim.paper}**, `{check.benchmark}` `{check.key}` = {_format(value)} "
+                f"(target {check.op} {_format(check.target)})"
+            )
+            cell = summary.get(check.key.removesuffix("_pp") + "_cell") or summary.get(
+                f"{check.key}_cell"
+            )
+            if cell:
+                line += f"; worst cell: {cell}"
+            verdict = summary.get("verdict")
+            if isinstance(verdict, dict) and verdict:
+                said = ", ".join(f"{k}: {v}" for k, v in verdict.items())
+                line += f"; the benchmark's verdict under its decision rule: {said}"
+            lines.append(line + ".")
+    if not lines:
+        return []
+    head = [
+        "## Claims not reproduced",
+        "",
+        "Every measured figure above that misses its target, as the committed results give it "
+        "(these are results too: the protocols fixed the targets before the runs).",
+        "",
+    ]
+    return head + lines + [""]
