@@ -39,6 +39,7 @@ class Precision:
         self.dtype = check_amp(amp, torch.device(device))
         self.device = torch.device(device)
         self.scaler = grad_scaler() if self.dtype == torch.float16 else None
+        self._full = contextlib.nullcontext()  # reusable: no object per step
 
     @property
     def enabled(self) -> bool:
@@ -48,12 +49,15 @@ class Precision:
     def autocast(self) -> contextlib.AbstractContextManager:
         """The context the forward pass and loss run in."""
         if self.dtype is None:
-            return contextlib.nullcontext()
+            return self._full
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
     def backward(self, loss: torch.Tensor) -> None:
         """``loss.backward()``, on the scaled loss under float16."""
-        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+        if self.scaler is None:
+            loss.backward()
+        else:
+            self.scaler.scale(loss).backward()
 
     def step(self, optimizer: torch.optim.Optimizer, clip: Callable[[], Any] | None = None) -> None:
         """Clip (``clip()``, on unscaled gradients) and take the optimizer step."""

@@ -11,8 +11,7 @@ and in every process of a data-parallel job: its loss code does not know the wor
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -24,8 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["StepResult", "TrainingProgram"]
 
 
-@dataclass(frozen=True)
-class StepResult:
+class StepResult(NamedTuple):
     """What one step's gradients came with.
 
     Attributes
