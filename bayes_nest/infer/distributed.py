@@ -56,6 +56,7 @@ __all__ = [
     "SharedStream",
     "agreed_seed",
     "broadcast_buffers",
+    "broadcast_state",
     "check_amp",
     "distributed",
     "distributed_sampler",
@@ -350,6 +351,15 @@ def wrap_ddp(
         device_ids=device_ids,
         find_unused_parameters=bool(find_unused_parameters),
     )
+
+
+def broadcast_state(module: nn.Module, ctx: DistContext) -> None:
+    """Copy rank 0's parameters and buffers to every rank (as DDP does when it wraps a model):
+    every process then starts from the same weights, whatever each initialised."""
+    if not ctx.distributed:
+        return
+    for tensor in (*module.parameters(), *module.buffers()):
+        dist.broadcast(tensor.data, src=0)
 
 
 def broadcast_buffers(module: nn.Module, ctx: DistContext) -> None:

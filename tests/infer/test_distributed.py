@@ -402,6 +402,10 @@ def _worker(out: Path) -> None:
         result[f"{kind}/from_one_process"] = _params(crossed)
         result[f"{kind}/nan"] = _nan_run(kind, ctx)
         result[f"{kind}/nan_resumed"] = _nan_run(kind, ctx, out / f"{kind}_2p_nan.ckpt")
+    # Processes that initialise differently train process 0's initial network.
+    differing = _model("fn3", seed=0 if ctx.rank == 0 else 9)
+    _fit("fn3", differing, ctx, epochs=EPOCHS, val=_data())
+    result["fn3/differing_init"] = _params(differing)
     try:  # 64 examples in batches of 21: a last batch of 1 cannot be split over 2 processes
         FN3Trainer(_mlp(), ctx=ctx, batch_size=21, progress=False).fit(_data(), epochs=1)
         result["split_error"] = None
@@ -475,6 +479,13 @@ def test_two_processes_train_what_one_process_trains(one_process, two_ranks, kin
         k for k, v in r0[f"{kind}/plain"].items() if not torch.equal(v, _params(_model(kind))[k])
     ]
     assert len(moved) > 3  # training did change the weights
+
+
+def test_every_process_starts_from_process_zeros_weights(one_process, two_ranks):
+    _, one = one_process
+    _, (r0, r1) = two_ranks
+    for rank in (r0, r1):
+        _assert_params_close(rank["fn3/differing_init"], one["fn3/plain"])
 
 
 @pytest.mark.parametrize(("kind", "sandwich"), [("fn3", None), ("fn3_depth", "both")])

@@ -26,7 +26,8 @@ its dataset is split by a :class:`~torch.utils.data.DistributedSampler`
 one-process order. Batch-norm statistics are per process during an epoch; process 0's are copied
 to all at its end.
 
-Checkpoints are written by process 0 only, atomically, after the state was checked finite;
+A fit starts from process 0's parameters and buffers on every process (copied, as
+:class:`~torch.nn.parallel.DistributedDataParallel` does). Checkpoints are written by process 0 only, atomically, after the state was checked finite;
 every process validates (the processes stay in step, random streams included).
 """
 
@@ -48,7 +49,7 @@ from tqdm.auto import tqdm
 from ...data import as_loader
 from ...nn.bayesian_ops import example_shard
 from ..checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from ..distributed import DistContext, broadcast_buffers, set_epoch, shard_loader
+from ..distributed import DistContext, broadcast_buffers, broadcast_state, set_epoch, shard_loader
 from ..fn3_setup import _generators
 from ..watchdog import NonFiniteError
 from .history import History
@@ -328,6 +329,7 @@ class TrainingLoop:
         self.program.bind(self, dataset_size)
         if resume:
             self._resume(checkpoint_path, loader)
+        broadcast_state(self.program.module, self.ctx)  # process 0's weights everywhere
         try:
             total = len(loader)
         except TypeError:
