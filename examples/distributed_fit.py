@@ -1,8 +1,9 @@
 """Data-parallel training of a nested MLP on the digits data, with ``torchrun``.
 
-Every process trains on its shard of each global mini-batch; gradients are averaged by
-``DistributedDataParallel`` (gloo on CPU, nccl on GPUs). Rank 0 writes the checkpoint and the
-report; every rank can resume from the checkpoint.
+The one training loop runs on every process, each on its rows of every global mini-batch; the
+gradients are summed over processes (gloo on CPU, nccl on GPUs), so the result is the
+one-process result. Rank 0 writes the checkpoint and the report; every rank can resume from the
+checkpoint, with any number of processes.
 
 One machine, two processes (CPU or one GPU each)::
 
@@ -28,11 +29,8 @@ import torch
 
 from bayes_nest import metrics
 from bayes_nest.data import load_dataset
-from bayes_nest.infer import evaluate
-from bayes_nest.infer.bnnn import BNNN
+from bayes_nest.infer import BNNN, FN3Trainer, evaluate
 from bayes_nest.infer.distributed import distributed
-from bayes_nest.infer.distributed_bnnn import fit_bnnn_distributed
-from bayes_nest.infer.distributed_fn3 import DistributedFN3Trainer
 from bayes_nest.models import MLP
 from bayes_nest.subnet import full, smallest
 
@@ -59,10 +57,10 @@ def main() -> None:
             args.out.mkdir(parents=True, exist_ok=True)
         ctx.barrier()
         checkpoint = args.out / "checkpoint.pt"
-        torch.manual_seed(args.seed)  # rank 0's initial weights are sent to every rank
+        torch.manual_seed(args.seed)  # training starts from rank 0's weights on every rank
         net = MLP(64, [128, 128], 10, groups=16)
         if args.method == "fn3":
-            trainer = DistributedFN3Trainer(
+            trainer = FN3Trainer(
                 net,
                 ctx=ctx,
                 optimizer=functools.partial(torch.optim.Adam, lr=args.lr),
@@ -84,8 +82,7 @@ def main() -> None:
             }
         else:
             bnnn = BNNN(net, temperature=0.5)
-            history = fit_bnnn_distributed(
-                bnnn,
+            history = bnnn.fit(
                 data.train,
                 epochs=args.epochs,
                 ctx=ctx,
