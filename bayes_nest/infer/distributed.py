@@ -1,31 +1,23 @@
 r"""Data-parallel training on PyTorch's own distributed engine (``torch.distributed``).
 
-Every process (*rank*) holds a full copy of the nested network and trains on its own shard of
-each global mini-batch; :class:`~torch.nn.parallel.DistributedDataParallel` averages the
-gradients, so the update is the one of the global batch. Processes are started by ``torchrun``,
-which sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``;
-:func:`setup` reads them, joins the process group (``gloo`` on CPU, ``nccl`` on CUDA) and returns
-a :class:`DistContext` that the trainers take.
+Every process (*rank*) holds a full copy of the nested network and runs the one training loop
+(:class:`~bayes_nest.infer.training.TrainingLoop`) on its rows of each global mini-batch; the
+gradients are summed over processes, so the update is the one of the global batch. Processes
+are started by ``torchrun``, which sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``,
+``MASTER_ADDR`` and ``MASTER_PORT``; :func:`setup` reads them, joins the process group
+(``gloo`` on CPU, ``nccl`` on CUDA) and returns a :class:`DistContext` that
+:class:`~bayes_nest.infer.FN3Trainer` and :meth:`~bayes_nest.infer.BNNN.fit` take as ``ctx``.
 
-Data order. :func:`shard_loader` splits a dataset with a
-:class:`~torch.utils.data.DistributedSampler` whose permutation depends only on the seed and the
-epoch. With a global batch of :math:`G` examples and :math:`W` ranks, rank :math:`r` serves
-positions :math:`r, r + W, r + 2W, \dots` of the permutation in local batches of :math:`G / W`, so
-global batch :math:`k` is the set of positions :math:`kG, \dots, (k + 1)G - 1` whatever
-:math:`W` is: training with 1, 2 or 8 processes sees the same global batches in the same order
-(when :math:`W` divides the dataset size; otherwise the sampler pads the last batch by
-repeating examples).
+Data order and randomness are those of one process (see the training loop): every process reads
+the same seeded global batches and keeps its rows, per-example noise is drawn for the global
+batch and split alike, and every other random draw (keep counts, the guide's Downhill draws)
+comes from generators seeded identically on all ranks (:func:`agreed_seed` broadcasts rank 0's
+seed when none is given); ``check_masks=True`` verifies it with an all-gather every step. A
+user ``DataLoader`` is split by :func:`shard_loader` instead (in
+:mod:`bayes_nest.infer.distributed_data`, re-exported here).
 
-Masks. Every rank must train the *same* sub-network at each step, otherwise the averaged
-gradient mixes different networks. The ordered-dropout sampler has its own generator seeded
-identically on all ranks (:func:`agreed_seed` broadcasts rank 0's seed when none is given), so the
-draws agree without communication; ``check_masks=True`` verifies it with an all-gather every
-step.
-
-This module holds the process-group plumbing (data sharding and random streams are in
-:mod:`bayes_nest.infer.distributed_data`, re-exported here) shared by
-:class:`~bayes_nest.infer.distributed_fn3.DistributedFN3Trainer` and
-:func:`~bayes_nest.infer.distributed_bnnn.fit_bnnn_distributed`.
+This module holds the process-group plumbing: the context, setup and teardown, seeds, copies of
+rank 0's state and the mixed-precision check.
 """
 
 from __future__ import annotations
@@ -41,11 +33,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..nn.axis import axes
 from .distributed_data import (
-    SharedStream,
     distributed_sampler,
-    rank_seed,
     set_epoch,
     shard_loader,
 )
@@ -53,20 +42,16 @@ from .distributed_data import (
 __all__ = [
     "BACKENDS",
     "DistContext",
-    "SharedStream",
     "agreed_seed",
     "broadcast_buffers",
     "broadcast_state",
     "check_amp",
     "distributed",
     "distributed_sampler",
-    "needs_unused_parameter_search",
-    "rank_seed",
     "set_epoch",
     "setup",
     "shard_loader",
     "teardown",
-    "wrap_ddp",
 ]
 
 BACKENDS = ("gloo", "nccl")
@@ -297,9 +282,9 @@ def distributed(
 
     Examples
     --------
-    >>> from bayes_nest.infer.distributed_fn3 import DistributedFN3Trainer
+    >>> from bayes_nest.infer import FN3Trainer
     >>> with distributed() as ctx:  # doctest: +SKIP
-    ...     trainer = DistributedFN3Trainer(net, ctx=ctx, seed=0)  # under torchrun
+    ...     trainer = FN3Trainer(net, ctx=ctx, seed=0)  # under torchrun
     ...     trainer.fit(data.train, epochs=10)
     """
     ctx = setup(backend, device=device)
@@ -317,40 +302,6 @@ def agreed_seed(seed: int | None, ctx: DistContext) -> int:
         return seed
     drawn = int(torch.randint(0, 2**62, (), dtype=torch.int64)) if ctx.is_main else None
     return int(ctx.broadcast_object(drawn))
-
-
-def needs_unused_parameter_search(module: nn.Module) -> bool:
-    """Whether DDP must look for parameters a forward pass left unused.
-
-    Width and bit axes slice their parameters (``W[:k]``), so every parameter is in the graph
-    and gets a gradient (zero outside the kept slice). Depth and path axes *skip* dropped blocks
-    under a hard keep count, so those blocks' parameters get no gradient in that step, and
-    :class:`~torch.nn.parallel.DistributedDataParallel` needs ``find_unused_parameters=True``.
-    """
-    return any(axis.kind in _SKIPPING_KINDS for axis in axes(module).values())
-
-
-def wrap_ddp(
-    module: nn.Module, ctx: DistContext, *, find_unused_parameters: bool | None = None
-) -> nn.Module:
-    """``module`` wrapped in DDP for a multi-process job, or ``module`` itself otherwise.
-
-    The module must already be on ``ctx.device``. Wrapping broadcasts rank 0's parameters and
-    buffers, so every rank starts from the same weights. ``find_unused_parameters=None`` decides
-    by :func:`needs_unused_parameter_search`.
-    """
-    if not ctx.distributed:
-        return module
-    from torch.nn.parallel import DistributedDataParallel
-
-    if find_unused_parameters is None:
-        find_unused_parameters = needs_unused_parameter_search(module)
-    device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return DistributedDataParallel(
-        module,
-        device_ids=device_ids,
-        find_unused_parameters=bool(find_unused_parameters),
-    )
 
 
 def broadcast_state(module: nn.Module, ctx: DistContext) -> None:

@@ -1,15 +1,13 @@
-"""Data and randomness of data-parallel training: sharded loaders and shared random streams.
+"""Data of data-parallel training: a user ``DataLoader`` sharded over processes.
 
 See :mod:`bayes_nest.infer.distributed` for the data order this produces.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch.utils.data import (
     BatchSampler,
     DataLoader,
@@ -24,7 +22,7 @@ from ..data import as_loader
 if TYPE_CHECKING:
     from .distributed import DistContext
 
-__all__ = ["SharedStream", "distributed_sampler", "rank_seed", "set_epoch", "shard_loader"]
+__all__ = ["distributed_sampler", "set_epoch", "shard_loader"]
 
 
 # ----------------------------------------------------------------------------- data
@@ -127,65 +125,3 @@ def distributed_sampler(loader: DataLoader) -> DistributedSampler:
 def set_epoch(loader: DataLoader, epoch: int) -> None:
     """Select epoch ``epoch``'s permutation of a :func:`shard_loader` loader."""
     distributed_sampler(loader).set_epoch(int(epoch))
-
-
-# ----------------------------------------------------------------------------- random streams
-
-
-class SharedStream:
-    """A random-number stream that every rank advances identically.
-
-    Code run inside :meth:`active` draws from this stream instead of the process's own global
-    generators (CPU, and the CUDA generator of ``device``); the global state is restored on
-    exit. With the same seed and the same sequence of draws, every rank gets the same numbers
-    (e.g. the masks of a Pyro guide) while the rest of the program keeps its own stream.
-
-    Parameters
-    ----------
-    seed : int
-    device : torch.device
-    """
-
-    def __init__(self, seed: int, device: torch.device) -> None:
-        self.device = torch.device(device)
-        self.cpu_state = torch.Generator().manual_seed(seed).get_state()
-        self.cuda_state = None
-        if self.device.type == "cuda":
-            self.cuda_state = torch.Generator(device=self.device).manual_seed(seed).get_state()
-
-    @contextlib.contextmanager
-    def active(self) -> Iterator[None]:
-        """Draw from this stream inside the ``with`` block."""
-        saved_cpu = torch.get_rng_state()
-        torch.set_rng_state(self.cpu_state)
-        saved_cuda = None
-        if self.cuda_state is not None:
-            saved_cuda = torch.cuda.get_rng_state(self.device)
-            torch.cuda.set_rng_state(self.cuda_state, self.device)
-        try:
-            yield
-        finally:
-            self.cpu_state = torch.get_rng_state()
-            torch.set_rng_state(saved_cpu)
-            if saved_cuda is not None:
-                self.cuda_state = torch.cuda.get_rng_state(self.device)
-                torch.cuda.set_rng_state(saved_cuda, self.device)
-
-    def state_dict(self) -> dict[str, Any]:
-        """The stream's generator states, for checkpoints."""
-        return {"cpu": self.cpu_state, "cuda": self.cuda_state}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore states from :meth:`state_dict`."""
-        self.cpu_state = torch.as_tensor(state["cpu"], dtype=torch.uint8)
-        if self.cuda_state is not None and state.get("cuda") is not None:
-            self.cuda_state = torch.as_tensor(state["cuda"], dtype=torch.uint8)
-
-
-def rank_seed(seed: int, *keys: int) -> int:
-    """A seed for this rank's own stream, derived from the job's ``seed`` and ``keys`` (e.g.
-    epoch and rank) by NumPy's ``SeedSequence``: distinct keys give independent streams."""
-    import numpy as np
-
-    entropy = [int(seed) % 2**64, *(int(k) for k in keys)]
-    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
