@@ -34,6 +34,7 @@ MOVED = {
     "bayes_nest.outputs": ("app.outputs",),
     "bayes_nest.demo": ("app.demo",),
     "bayes_nest.pipeline_segmentation": ("app.segmentation",),
+    "bayes_nest.pipeline_train": ("app.train",),
 }
 
 
