@@ -127,8 +127,10 @@ class BNNNProgram:
     # ------------------------------------------------------------------ a step
 
     def bind(self, loop: TrainingLoop, dataset_size: int | None) -> None:
-        if dataset_size is None:
+        if dataset_size is None and loop.train_loader is not None:
             dataset_size = sum(len(batch[1]) for batch in loop.train_loader)
+        if dataset_size is None:  # a step outside fit: the likelihood keeps its scaling
+            return
         self._size = int(dataset_size)
         if hasattr(self.bnnn.likelihood, "dataset_size"):
             self.bnnn.likelihood.dataset_size = self._size
@@ -181,7 +183,6 @@ class BNNNProgram:
         """Step the optimizer's scheduler, score ``val`` and return the row; ``loss`` is the
         negative ELBO per training example."""
         bnnn = self.bnnn
-        bnnn.epoch = epoch
         epoch_loss = loss / self._size
         step_scheduler(self.optim.optim, epoch_loss)
         val_nll, val_accuracy = math.nan, math.nan
@@ -230,4 +231,3 @@ class BNNNProgram:
         except (RuntimeError, ValueError, KeyError) as error:
             raise ValueError(f"it does not fit this BNNN (a different network): {error}") from error
         self.optim.set_state(state["optimizer"])
-        bnnn.epoch = int(state["epoch"])

@@ -8,13 +8,12 @@ works: same global batches, same keep counts, gradients of the global batch's me
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from torch import nn
 
 from .distributed import DistContext, setup
-from .fn3 import FN3Trainer, History
+from .fn3 import FN3Trainer, History, fit_fn3
 
 __all__ = ["DistributedFN3Trainer", "fit_fn3_distributed"]
 
@@ -45,17 +44,15 @@ def fit_fn3_distributed(
     *,
     epochs: int,
     ctx: DistContext | None = None,
-    val: Any = None,
-    checkpoint_path: str | os.PathLike | None = None,
-    checkpoint_every: int = 1,
-    resume: bool = False,
+    find_unused_parameters: bool | None = None,
     **kwargs: Any,
 ) -> History:
-    """Train ``module`` with ordered dropout on every process of a data-parallel job.
-
-    ``kwargs`` are :class:`~bayes_nest.infer.FN3Trainer`'s arguments (``batch_size`` is the
-    global batch). Call it on every process (e.g. in a script started by ``torchrun``); every
-    process returns the same :class:`~bayes_nest.infer.History`.
+    """Train ``module`` with ordered dropout on every process of a data-parallel job:
+    :func:`~bayes_nest.infer.fit_fn3` with ``ctx`` defaulting to
+    :func:`~bayes_nest.infer.distributed.setup` (``batch_size`` is the global batch;
+    ``find_unused_parameters`` is accepted and ignored). Call it on every process (e.g. in a
+    script started by ``torchrun``); every process returns the same
+    :class:`~bayes_nest.infer.History`.
 
     Examples
     --------
@@ -63,12 +60,4 @@ def fit_fn3_distributed(
     >>> with distributed() as ctx:  # doctest: +SKIP
     ...     history = fit_fn3_distributed(net, data.train, epochs=10, ctx=ctx, seed=0)  # torchrun
     """
-    trainer = DistributedFN3Trainer(module, ctx=ctx, **kwargs)
-    return trainer.fit(
-        train,
-        epochs=epochs,
-        val=val,
-        checkpoint_path=checkpoint_path,
-        checkpoint_every=checkpoint_every,
-        resume=resume,
-    )
+    return fit_fn3(module, train, epochs=epochs, ctx=setup() if ctx is None else ctx, **kwargs)

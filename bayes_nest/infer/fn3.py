@@ -243,8 +243,6 @@ class FN3Trainer:
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         """One optimizer step on a batch; returns (loss, number of correct predictions) of the
         sampled sub-network. Raises :class:`NonFiniteLossError` before updating on a bad loss."""
-        if self.program.precision is None:
-            self.program.bind(self.loop, None)
         return self.loop.train_step(x, y)
 
     def state_dict(self, loader: DataLoader | None = None) -> dict[str, Any]:

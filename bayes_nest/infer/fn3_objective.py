@@ -145,15 +145,11 @@ class FN3Program:
         counts = self._bad_counts if x is not None else {}
         return NonFiniteLossError(step, epoch, value, counts, "", where)
 
+    def _clip(self) -> None:
+        nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
+
     def update(self) -> None:
-        clip = None
-        if self.grad_clip is not None:
-            params, max_norm = self.module.parameters, self.grad_clip
-
-            def clip() -> None:
-                nn.utils.clip_grad_norm_(params(), max_norm)
-
-        self.precision.step(self.optimizer, clip)
+        self.precision.step(self.optimizer, None if self.grad_clip is None else self._clip)
         if self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()
 

@@ -1,4 +1,4 @@
-"""How an FN3 trainer builds its optimizer and scheduler, and finds a loader's generators."""
+"""How an FN3 trainer builds its optimizer and scheduler."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from .defaults import FN3_DEFAULTS
 
@@ -43,15 +42,3 @@ def _make_scheduler(scheduler: Any, optimizer: torch.optim.Optimizer) -> Any:
         "scheduler must be None, an LR scheduler or a callable optimizer -> scheduler, "
         f"got {type(scheduler).__name__}"
     )
-
-
-def _generators(loader: DataLoader) -> list[torch.Generator]:
-    """The torch generators that decide a loader's order (deduplicated)."""
-    found: dict[int, torch.Generator] = {}
-    candidates = [loader, loader.sampler, getattr(loader, "batch_sampler", None)]
-    candidates += [getattr(c, "sampler", None) for c in candidates[1:]]
-    for obj in candidates:
-        g = getattr(obj, "generator", None)
-        if isinstance(g, torch.Generator):
-            found.setdefault(id(g), g)
-    return list(found.values())

@@ -41,7 +41,7 @@ from bayes_nest.infer.distributed import (
     teardown,
 )
 from bayes_nest.infer.distributed_bnnn import fit_bnnn_distributed
-from bayes_nest.infer.distributed_fn3 import DistributedFN3Trainer
+from bayes_nest.infer.distributed_fn3 import DistributedFN3Trainer, fit_fn3_distributed
 from bayes_nest.models import MLP
 from bayes_nest.nn.depth import NestedStage
 from bayes_nest.nn.width import NestedLinear, SlicedLinear
@@ -290,28 +290,37 @@ def test_one_process_trainer_matches_the_plain_reference_loop(no_torchrun_env):
     assert len(history) == 2 and history.loss[-1] < history.loss[0] + 0.5
 
 
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {},
-        {"sandwich": "both", "keep_prob": 0.7},
-        {"sandwich": "full", "distill": True, "coupling": "kind"},
-        {"grad_clip": 0.05, "distribution": "uniform"},
-    ],
-)
-def test_one_process_step_equals_the_fn3_trainer_step(kwargs):
+def test_the_distributed_fn3_entry_points_forward_every_setting(no_torchrun_env):
+    """The compatibility wrappers are the one trainer: every keyword reaches it (a dropped one
+    changes the weights: sandwich, distillation, coupling, clipping, prior)."""
     x, y = _data()
-    nets = [_depth_net(), _depth_net()]
-    opt = functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9)
-    plain = FN3Trainer(nets[0], optimizer=opt, seed=SEED, progress=False, **kwargs)
-    ours = DistributedFN3Trainer(
-        nets[1], ctx=DistContext(), optimizer=opt, seed=SEED, progress=False, **kwargs
-    )
+    kwargs = {
+        "sandwich": "full",
+        "distill": True,
+        "coupling": "kind",
+        "grad_clip": 0.05,
+        "keep_prob": 0.7,
+        "distribution": "uniform",
+        "optimizer": functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9),
+        "batch_size": 16,
+        "seed": SEED,
+        "progress": False,
+    }
+    nets = [_depth_net(), _depth_net(), _depth_net()]
+    plain = FN3Trainer(nets[0], **kwargs)
+    ours = DistributedFN3Trainer(nets[1], find_unused_parameters=True, **kwargs)
+    assert ours.ctx.world_size == 1  # setup() without torchrun: this process alone
     for k in range(3):
         batch = x[16 * k : 16 * (k + 1)], y[16 * k : 16 * (k + 1)]
-        loss, correct = plain.train_step(*batch)
-        assert_close(ours.train_step(*batch), (loss, correct), dtype=torch.float32)
+        assert_close(ours.train_step(*batch), plain.train_step(*batch), dtype=torch.float32)
     _assert_params_close(_params(nets[1]), _params(nets[0]))
+    reference = _depth_net()
+    FN3Trainer(reference, **kwargs).fit((x, y), epochs=2)
+    fit_fn3_distributed(nets[2], (x, y), epochs=2, **kwargs)
+    _assert_params_close(_params(nets[2]), _params(reference))
+    assert not torch.equal(
+        _params(reference)["1.affine.weight"], _params(_depth_net())["1.affine.weight"]
+    )
 
 
 def test_the_distributed_bnnn_entry_point_is_bnnn_fit(no_torchrun_env):

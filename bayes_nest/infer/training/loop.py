@@ -49,8 +49,14 @@ from tqdm.auto import tqdm
 from ...data import as_loader
 from ...nn.bayesian_ops import example_shard
 from ..checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from ..distributed import DistContext, broadcast_buffers, broadcast_state, set_epoch, shard_loader
-from ..fn3_setup import _generators
+from ..distributed import (
+    DistContext,
+    broadcast_buffers,
+    broadcast_state,
+    distributed_sampler,
+    set_epoch,
+    shard_loader,
+)
 from ..watchdog import NonFiniteError
 from .history import History
 from .precision import Precision
@@ -130,6 +136,7 @@ class TrainingLoop:
         self._split_rows = False
         self._multi = ctx.distributed
         self.train_loader: DataLoader | None = None
+        self._bound = False
 
     # ------------------------------------------------------------------ data
 
@@ -172,6 +179,9 @@ class TrainingLoop:
             On every process, before the update, when the loss is not finite on any of them or
             a gradient is not finite.
         """
+        if not self._bound:  # a step outside fit: the program learns the loop, not the data size
+            self.program.bind(self, None)
+            self._bound = True
         loss, correct, _ = self._step(x, y)
         return loss, correct
 
@@ -327,6 +337,7 @@ class TrainingLoop:
         except TypeError:
             dataset_size = None
         self.program.bind(self, dataset_size)
+        self._bound = True
         if resume:
             self._resume(checkpoint_path, loader)
         broadcast_state(self.program.module, self.ctx)  # process 0's weights everywhere
@@ -387,10 +398,8 @@ class TrainingLoop:
             for g, s in zip(gens, saved, strict=True):
                 g.set_state(torch.as_tensor(s, dtype=torch.uint8))
             if "loader_seed" in state and self._multi and not self._split_rows:
-                self.loader_seed = int(state["loader_seed"])
-                shard_sampler = getattr(loader.sampler, "seed", None)
-                if shard_sampler is not None:
-                    loader.sampler.seed = self.loader_seed
+                self.loader_seed = int(state["loader_seed"])  # the saved run's data order
+                distributed_sampler(loader).seed = self.loader_seed
         self.epoch = int(state["epoch"])
         per_epoch = len(loader) if loader is not None and hasattr(loader, "__len__") else 0
         self.step = int(state.get("step", self.epoch * per_epoch))
@@ -427,6 +436,18 @@ class TrainingLoop:
         if self.ctx.is_main:
             save_checkpoint(path, self.state_dict(loader), kind=self.program.kind)
         self.ctx.barrier()
+
+
+def _generators(loader: DataLoader) -> list[torch.Generator]:
+    """The torch generators that decide a loader's order (deduplicated)."""
+    found: dict[int, torch.Generator] = {}
+    candidates = [loader, loader.sampler, getattr(loader, "batch_sampler", None)]
+    candidates += [getattr(c, "sampler", None) for c in candidates[1:]]
+    for obj in candidates:
+        g = getattr(obj, "generator", None)
+        if isinstance(g, torch.Generator):
+            found.setdefault(id(g), g)
+    return list(found.values())
 
 
 def _device_of(module: torch.nn.Module) -> torch.device:
